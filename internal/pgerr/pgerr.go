@@ -1,0 +1,55 @@
+// Package pgerr classifies PostgreSQL errors from either driver (lib/pq and
+// pgx both expose SQLState()) and holds the sentinels that advisory and txlock
+// share, so errors.Is works the same whichever package returned the error.
+package pgerr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// SQLSTATE codes this module acts on.
+const (
+	LockNotAvailable  = "55P03" // lock_timeout expired
+	OutOfMemory       = "53200" // out of shared memory: the lock table is full
+	QueryCanceled     = "57014" // statement_timeout, or a cancel request
+	AdminShutdown     = "57P01" // pg_terminate_backend, server shutdown
+	DeadlockDetected  = "40P01"
+	UndefinedTable    = "42P01"
+	ReadOnlySQLTxn    = "25006"
+	InFailedSQLTxn    = "25P02"
+	ActiveSQLTxn      = "25001"
+	NoActiveSQLTxn    = "25P01"
+	FeatureNotSupport = "0A000"
+)
+
+// ErrLockTimeout means the server's lock_timeout ended the wait (SQLSTATE 55P03).
+var ErrLockTimeout = errors.New("lock wait exceeded lock_timeout")
+
+// ErrOutOfLockMemory means the server's lock table is full (SQLSTATE 53200,
+// "out of shared memory"): raise max_locks_per_transaction or hold fewer locks.
+var ErrOutOfLockMemory = errors.New("server lock table is full (out of shared memory): raise max_locks_per_transaction or hold fewer locks")
+
+// SQLState returns the SQLSTATE of err, or "" if err carries none. It reads
+// any error in the chain with a SQLState() string method (*pq.Error,
+// *pgconn.PgError).
+func SQLState(err error) string {
+	var e interface{ SQLState() string }
+	if errors.As(err, &e) {
+		return e.SQLState()
+	}
+	return ""
+}
+
+// Classify wraps err with the sentinel its SQLSTATE maps to, keeping err
+// reachable with errors.As. Errors without a mapped SQLSTATE come back as
+// they are.
+func Classify(err error) error {
+	switch SQLState(err) {
+	case LockNotAvailable:
+		return fmt.Errorf("%w: %w", ErrLockTimeout, err)
+	case OutOfMemory:
+		return fmt.Errorf("%w: %w", ErrOutOfLockMemory, err)
+	}
+	return err
+}
