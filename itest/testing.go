@@ -27,7 +27,11 @@ var shared struct {
 // from TestMain:
 //
 //	func TestMain(m *testing.M) { itest.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit: it runs the tests, stops the shared server
+// and returns the exit code, for a TestMain that checks more afterwards.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if err := closeShared(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -35,7 +39,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 func closeShared() error {
