@@ -1,0 +1,37 @@
+// Package txlock takes PostgreSQL transaction-level advisory locks
+// (pg_advisory_xact_lock and friends) on a transaction the caller already
+// has: a *sql.Tx, a *sqlx.Tx, or anything with a QueryRowContext method that
+// runs inside one transaction. The lock is released by the server at COMMIT
+// or ROLLBACK and never earlier; there is no unlock.
+//
+// A transaction lock outside a transaction block would be released at the
+// end of its own statement, so handing txlock a *sql.DB, *sqlx.DB or
+// *sql.Conn is rejected with ErrNotTransaction before anything is sent.
+//
+// The shortest correct use is Do, which begins the transaction, takes the
+// lock, runs the function and commits (or rolls back on an error or a panic):
+//
+//	err := txlock.Do(ctx, db, keyspace.Hash("invoice:42"), func(tx *sql.Tx) error {
+//		_, err := tx.ExecContext(ctx, "UPDATE invoices SET paid = true WHERE id = 42")
+//		return err
+//	})
+//
+// Inside a transaction of your own:
+//
+//	if err := txlock.Lock(ctx, tx, key, txlock.WithLockTimeout(2*time.Second)); err != nil {
+//		return err // errors.Is(err, txlock.ErrLockTimeout) when the wait ran out
+//	}
+//
+// Several keys are taken with LockAll in one statement and always in the
+// order of keyspace.Key.Less, so two transactions that lock the same keys
+// listed in different orders never deadlock on each other.
+//
+// Keys reach the server as $n parameters, which every driver accepts. When
+// the value passed also has a Driver() driver.Driver method (Do uses the
+// *sql.DB it is given), the statement is written in the style that suits that
+// driver: lib/pq gets integer literals in the text, saving the extra prepare
+// round trip it makes for parameterised statements.
+//
+// All functions are safe for concurrent use on different transactions; a
+// single transaction is no more concurrent than database/sql makes it.
+package txlock

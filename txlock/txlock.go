@@ -1,0 +1,249 @@
+package txlock
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// Querier is what the lock functions need of a transaction: one method that
+// runs a query returning one row. *sql.Tx and *sqlx.Tx satisfy it. The value
+// must run every call inside the same open transaction; a value that can
+// begin transactions itself (a *sql.DB, *sqlx.DB or *sql.Conn) is rejected
+// with ErrNotTransaction.
+type Querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Errors returned by this package; compare with errors.Is.
+var (
+	// ErrLockTimeout means the server's lock_timeout ended the wait
+	// (SQLSTATE 55P03). It is the same value as advisory.ErrLockTimeout.
+	ErrLockTimeout = pgerr.ErrLockTimeout
+
+	// ErrOutOfLockMemory means the server's lock table is full (SQLSTATE
+	// 53200). It is the same value as advisory.ErrOutOfLockMemory.
+	ErrOutOfLockMemory = pgerr.ErrOutOfLockMemory
+
+	// ErrNotTransaction means the value passed as the transaction is nil or
+	// can begin transactions of its own (a *sql.DB, *sqlx.DB or *sql.Conn),
+	// where a transaction lock would be released as soon as it is taken.
+	// Nothing was sent to the server.
+	ErrNotTransaction = errors.New("txlock: not a transaction (want *sql.Tx, *sqlx.Tx or another value that runs inside one open transaction)")
+
+	// ErrNotAcquired means a try (TryLock, or WithTry) found the key held in
+	// a conflicting mode by another transaction or session.
+	ErrNotAcquired = errors.New("txlock: lock held elsewhere")
+
+	// ErrNoKeys means LockAll was called without keys.
+	ErrNoKeys = errors.New("txlock: no keys to lock")
+)
+
+// Option adjusts one call.
+type Option func(*options)
+
+type options struct {
+	timeout time.Duration
+	shared  bool
+	try     bool
+	txOpts  *sql.TxOptions
+}
+
+// WithLockTimeout bounds the wait for the lock with the server's lock_timeout
+// (at least 1 ms; d <= 0 means no bound beyond the context). It applies to the
+// lock statement only: the transaction's own lock_timeout is read and put back
+// in that same statement, so later statements of the transaction are not
+// affected. When it runs out the error matches ErrLockTimeout, and the
+// transaction is aborted, like after any failed statement.
+func WithLockTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithShared takes the lock in shared mode (pg_advisory_xact_lock_shared):
+// shared holders exclude exclusive ones but not each other. Lock with
+// WithShared is LockShared.
+func WithShared() Option { return func(o *options) { o.shared = true } }
+
+// WithTry makes the call answer at once instead of waiting: Lock, LockShared
+// and Do return ErrNotAcquired when the key is held elsewhere. TryLock and
+// TryLockShared always try.
+func WithTry() Option { return func(o *options) { o.try = true } }
+
+// WithTxOptions sets the isolation level and read-only flag of the
+// transaction that Do begins. The other functions receive a transaction that
+// is already open and ignore it.
+func WithTxOptions(txOpts *sql.TxOptions) Option { return func(o *options) { o.txOpts = txOpts } }
+
+func collect(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		if f != nil {
+			f(&o)
+		}
+	}
+	return o
+}
+
+// Lock takes key in exclusive mode for the rest of the transaction tx,
+// waiting while another transaction or session holds it. The wait ends with
+// the context, or with ErrLockTimeout under WithLockTimeout. A lock taken
+// twice in one transaction is held twice; both are released at COMMIT or
+// ROLLBACK.
+func Lock(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) error {
+	return lockOne(ctx, tx, styleOf(tx), key, collect(opts))
+}
+
+// LockShared is Lock in shared mode.
+func LockShared(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) error {
+	o := collect(opts)
+	o.shared = true
+	return lockOne(ctx, tx, styleOf(tx), key, o)
+}
+
+// TryLock takes key in exclusive mode for the rest of the transaction if no
+// one else holds it, and reports whether it did. It does not wait. A false
+// result leaves the transaction usable.
+func TryLock(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) (bool, error) {
+	o := collect(opts)
+	o.try = true
+	return tryOne(ctx, tx, styleOf(tx), key, o)
+}
+
+// TryLockShared is TryLock in shared mode.
+func TryLockShared(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) (bool, error) {
+	o := collect(opts)
+	o.try, o.shared = true, true
+	return tryOne(ctx, tx, styleOf(tx), key, o)
+}
+
+func lockOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.Key, o options) error {
+	ok, err := tryOne(ctx, tx, style, key, o)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("txlock: lock %v: %w", key, ErrNotAcquired)
+	}
+	return nil
+}
+
+func tryOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.Key, o options) (bool, error) {
+	if err := checkTx(tx); err != nil {
+		return false, err
+	}
+	q, args := sqltext.XactLock(style, sqltext.Mode{Shared: o.shared, Try: o.try}, key, o.timeout)
+	var ok bool
+	if err := tx.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
+		return false, fail(ctx, "lock "+key.String(), err)
+	}
+	return ok, nil
+}
+
+// LockAll takes every key in exclusive mode for the rest of the transaction,
+// in one statement. The keys are de-duplicated and taken in the order of
+// keyspace.Key.Less, whatever order they are given in, and the statement is
+// built so that the server cannot reorder them: transactions that lock
+// overlapping sets never deadlock on each other through LockAll. Called
+// without keys it returns ErrNoKeys. On an error some keys may already be
+// held; they are released with the transaction, which the error has aborted.
+func LockAll(ctx context.Context, tx Querier, keys ...keyspace.Key) error {
+	return lockAll(ctx, tx, keys, 0)
+}
+
+// LockAllTimeout is LockAll with every wait bounded by the server's
+// lock_timeout, as WithLockTimeout(timeout) does for Lock: the transaction's
+// own lock_timeout is restored in the same statement, and a wait that runs
+// out returns an error matching ErrLockTimeout.
+func LockAllTimeout(ctx context.Context, tx Querier, timeout time.Duration, keys ...keyspace.Key) error {
+	return lockAll(ctx, tx, keys, timeout)
+}
+
+func lockAll(ctx context.Context, tx Querier, keys []keyspace.Key, timeout time.Duration) error {
+	if err := checkTx(tx); err != nil {
+		return err
+	}
+	if len(keys) == 0 {
+		return ErrNoKeys
+	}
+	sorted := Sorted(keys)
+	q, args := sqltext.XactLockAll(styleOf(tx), sqltext.Mode{}, sorted, timeout)
+	var n int64
+	if err := tx.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return fail(ctx, fmt.Sprintf("lock all of %d keys", len(sorted)), err)
+	}
+	if n != int64(len(sorted)) {
+		return fmt.Errorf("txlock: lock all: server reports %d of %d keys held", n, len(sorted))
+	}
+	return nil
+}
+
+// Sorted returns a new slice holding keys in the order of keyspace.Key.Less
+// without duplicates: the order in which LockAll takes them.
+func Sorted(keys []keyspace.Key) []keyspace.Key {
+	out := slices.Clone(keys)
+	slices.SortFunc(out, keyspace.Compare)
+	return slices.Compact(out)
+}
+
+// fail wraps a failed lock statement: the server's SQLSTATE mapped to the
+// shared sentinels, and the context's error when it ended the wait.
+func fail(ctx context.Context, what string, err error) error {
+	err = pgerr.Classify(err)
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("txlock: %s: %w: %w", what, cerr, err)
+	}
+	return fmt.Errorf("txlock: %s: %w", what, err)
+}
+
+// checkTx rejects, before anything is sent, values that are no transaction:
+// nil, and anything that can begin a transaction or hand out a connection of
+// its own (*sql.DB, *sqlx.DB, *sql.Conn, *sqlx.Conn), on which a transaction
+// lock would be released at the end of its own statement.
+func checkTx(tx Querier) error {
+	if tx == nil {
+		return fmt.Errorf("%w: got nil", ErrNotTransaction)
+	}
+	if isNil(reflect.ValueOf(tx)) {
+		return fmt.Errorf("%w: got a nil %T", ErrNotTransaction, tx)
+	}
+	switch tx.(type) {
+	case interface {
+		BeginTx(context.Context, *sql.TxOptions) (*sql.Tx, error)
+	}, interface{ Begin() (*sql.Tx, error) },
+		interface {
+			Conn(context.Context) (*sql.Conn, error)
+		}:
+		return fmt.Errorf("%w: got %T, which runs each statement in its own transaction", ErrNotTransaction, tx)
+	}
+	return nil
+}
+
+func isNil(v reflect.Value) bool {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
+}
+
+// driverer is the optional interface through which a value tells its driver
+// (*sql.DB has it; a wrapper around a *sql.Tx may add it).
+type driverer interface{ Driver() driver.Driver }
+
+// styleOf picks how keys are written for q: the driver's style when q tells
+// its driver, else parameters, which every driver accepts.
+func styleOf(q any) sqltext.Style {
+	if d, ok := q.(driverer); ok {
+		if drv := d.Driver(); drv != nil {
+			return sqltext.StyleOf(drv)
+		}
+	}
+	return sqltext.Params
+}
