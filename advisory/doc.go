@@ -1,0 +1,67 @@
+// Package advisory takes PostgreSQL session-level advisory locks from a
+// *sql.DB and guarantees that a lock never leaks into the connection pool.
+//
+// A session lock belongs to one PostgreSQL backend, so every Lease pins its
+// own *sql.Conn for as long as it is held: the acquire and the release run on
+// that connection, and a connection whose state is in doubt (an acquire that
+// was cancelled or failed ambiguously, a release that errored or reported
+// false, a lease that was lost) is discarded instead of going back to the
+// pool. Release runs under context.WithoutCancel with its own short timeout,
+// so a cancelled request context still releases.
+//
+// The shortest correct use:
+//
+//	l := advisory.New(db)
+//	lease, err := l.Lock(ctx, keyspace.Hash("daily-report-job"))
+//	if err != nil {
+//		return err
+//	}
+//	defer lease.Release(ctx)
+//
+// or, with a context that is cancelled if the lock is lost:
+//
+//	err := l.Do(ctx, key, func(ctx context.Context) error { ... })
+//
+// # Loss detection
+//
+// While a lease is held a keepalive runs one tiny statement (SELECT
+// pg_backend_pid()) on its connection every keepalive interval (WithKeepAlive,
+// default 1 s), each bounded by its own timeout of at most 900 ms, waited for
+// in a way that a driver call hanging on a silent network cannot delay. If the
+// statement fails, times out, or answers from another backend than the one
+// that took the lock (a pooler in transaction mode: ErrPooler), the lease is
+// lost: Lost() is closed, Err() reports ErrLockLost with the cause, the
+// context of Do is cancelled with that cause, the Hooks.Lost hook runs, and
+// the connection is discarded. The loss is signalled within the keepalive
+// interval plus about one second of the event; another client may get the lock
+// as soon as the server ends the session, so protect writes to this database
+// with a transaction on the holding connection and writes elsewhere with your
+// own fencing.
+//
+// # Poolers
+//
+// Session locks cannot work through a pooler in transaction mode (PgBouncer
+// pool_mode=transaction): consecutive statements may run on different
+// backends, and a backend keeps its locks when it serves other clients. A
+// lease is refused with ErrPooler when the acquire lands on a backend that
+// another live lease of the same Locker holds, and reported lost with
+// ErrPooler when the keepalive sees the backend change. Neither check can see
+// every sharing, so use package txlock (transaction locks) through such a
+// pooler.
+//
+// # SQL sent
+//
+// An exclusive or shared Lock sends one statement built by sqltext.Lock (wait
+// mode, with lock_timeout folded in when WithLockTimeout is set); TryLock and
+// TryLockShared send sqltext.Lock in try mode; LockAll sends sqltext.LockAll
+// for two or more keys; Release sends sqltext.Unlock once per key, on the
+// same connection. When Hooks.Contended is set, Lock and LockAll first try
+// (try mode), report contention if refused, and then wait: one more round
+// trip, but only under contention and only when that hook is asked for.
+//
+// # Concurrency
+//
+// A Locker is safe for concurrent use. Every method of a Lease is safe for
+// concurrent use; Release takes effect once and later calls return
+// ErrReleased.
+package advisory

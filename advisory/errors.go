@@ -1,0 +1,44 @@
+package advisory
+
+import (
+	"errors"
+
+	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+)
+
+// Errors returned by this package, to compare with errors.Is. The errors
+// returned wrap them together with the key and the cause.
+var (
+	// ErrNotAcquired means a try found the key held by another session.
+	ErrNotAcquired = errors.New("advisory: lock held by another session")
+
+	// ErrLockTimeout means the server's lock_timeout (WithLockTimeout) ended
+	// the wait. It is the same value as txlock.ErrLockTimeout.
+	ErrLockTimeout = pgerr.ErrLockTimeout
+
+	// ErrOutOfLockMemory means the server's lock table is full. It is the
+	// same value as txlock.ErrOutOfLockMemory.
+	ErrOutOfLockMemory = pgerr.ErrOutOfLockMemory
+
+	// ErrLockLost means a held lock was lost: its session ended, its
+	// connection failed or stopped answering, or a release found it no longer
+	// held. Lease.Err wraps it together with the cause.
+	ErrLockLost = errors.New("advisory: lock lost")
+
+	// ErrReleased is returned by a second Release and by Lease.Err after
+	// Release.
+	ErrReleased = errors.New("advisory: lease already released")
+
+	// ErrPooler means the backend changed under a pinned connection, or two
+	// leases landed on one backend: a pooler in transaction mode is between
+	// the client and the server, and session locks cannot work through it.
+	// Use package txlock there.
+	ErrPooler = errors.New("advisory: backend changed under a pinned connection (a pooler in transaction mode?); use transaction locks (txlock) through poolers")
+
+	// ErrNilDB is returned by every method of a Locker made from a nil
+	// *sql.DB (or of a nil *Locker).
+	ErrNilDB = errors.New("advisory: nil *sql.DB")
+
+	// ErrNoKeys is returned by LockAll without keys.
+	ErrNoKeys = errors.New("advisory: no keys to lock")
+)

@@ -1,0 +1,265 @@
+package advisory
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// Locker takes session-level advisory locks from a *sql.DB. Each Lease it
+// returns pins one connection of the pool until it is released or lost.
+// A Locker is safe for concurrent use.
+type Locker struct {
+	db    *sql.DB
+	style sqltext.Style
+	opts  options
+
+	// pingTimeout bounds one keepalive round trip.
+	pingTimeout time.Duration
+
+	mu   sync.Mutex
+	pids map[int]int // backend pid -> live leases on it (more than one means a pooler)
+}
+
+// New returns a Locker over db. A nil db gives a Locker whose methods return
+// ErrNilDB.
+func New(db *sql.DB, opts ...Option) *Locker {
+	l := &Locker{db: db, opts: options{keepAlive: DefaultKeepAlive}, pids: map[int]int{}}
+	for _, o := range opts {
+		if o != nil {
+			o(&l.opts)
+		}
+	}
+	if db != nil {
+		l.style = sqltext.StyleOf(db.Driver())
+	}
+	l.pingTimeout = min(max(l.opts.keepAlive, 250*time.Millisecond), 900*time.Millisecond)
+	return l
+}
+
+// Lock takes key exclusively, waiting until it is free, the context ends, or
+// the lock_timeout of WithLockTimeout runs out (ErrLockTimeout). If the
+// context ends first the error wraps the context's error and nothing is left
+// held. The caller must Release the lease.
+func (l *Locker) Lock(ctx context.Context, key keyspace.Key) (*Lease, error) {
+	return l.acquire(ctx, []keyspace.Key{key}, false, false)
+}
+
+// TryLock takes key exclusively if no other session holds it, without
+// waiting. It returns an error wrapping ErrNotAcquired if another session
+// holds key (in either mode).
+func (l *Locker) TryLock(ctx context.Context, key keyspace.Key) (*Lease, error) {
+	return l.acquire(ctx, []keyspace.Key{key}, false, true)
+}
+
+// LockShared takes key in shared mode, waiting while an exclusive holder has
+// it; shared holders do not exclude each other. Otherwise as Lock.
+func (l *Locker) LockShared(ctx context.Context, key keyspace.Key) (*Lease, error) {
+	return l.acquire(ctx, []keyspace.Key{key}, true, false)
+}
+
+// TryLockShared takes key in shared mode if no session holds it
+// exclusively, without waiting; otherwise the error wraps ErrNotAcquired.
+func (l *Locker) TryLockShared(ctx context.Context, key keyspace.Key) (*Lease, error) {
+	return l.acquire(ctx, []keyspace.Key{key}, true, true)
+}
+
+// LockAll takes every key exclusively on one connection, in one round trip,
+// all or nothing. The keys are sorted (keyspace.Compare) and de-duplicated
+// first, so callers that lock overlapping sets in any order cannot deadlock
+// each other. Waits and errors are as for Lock; on an error none of the keys
+// is left held. The lease's Key is the first key in sorted order.
+func (l *Locker) LockAll(ctx context.Context, keys ...keyspace.Key) (*Lease, error) {
+	if len(keys) == 0 {
+		return nil, ErrNoKeys
+	}
+	ks := slices.Clone(keys)
+	slices.SortFunc(ks, keyspace.Compare)
+	return l.acquire(ctx, slices.Compact(ks), false, false)
+}
+
+// acquire takes keys (sorted, distinct, at least one) on a fresh pinned
+// connection. Whatever happens, the connection goes back to the pool only if
+// it certainly holds nothing.
+func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try bool) (*Lease, error) {
+	if l == nil || l.db == nil {
+		return nil, ErrNilDB
+	}
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, l.fail(ctx, keys, err)
+	}
+	conn, err := l.db.Conn(ctx)
+	if err != nil {
+		return nil, l.fail(ctx, keys, err)
+	}
+	held, pid := 0, 0
+	if !try && l.opts.hooks.Contended != nil {
+		// Try first so that contention can be reported; a try takes keys in
+		// order and stops at the first refusal, so the keys it got are a
+		// prefix and the wait below continues in the same order.
+		held, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		if err == nil && held < len(keys) {
+			l.opts.hooks.Contended(keys[0], shared)
+		}
+	}
+	if err == nil && held < len(keys) && !try {
+		var n int
+		n, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], l.opts.lockTimeout)
+		held += n
+	}
+	if err == nil && held < len(keys) && try && held == 0 {
+		// Refused before taking anything: the connection holds nothing.
+		conn.Close()
+		if h := l.opts.hooks.Contended; h != nil {
+			h(keys[0], shared)
+		}
+		return nil, fmt.Errorf("advisory: lock %v: %w", keyArg(keys), ErrNotAcquired)
+	}
+	if err == nil && held < len(keys) {
+		err = fmt.Errorf("advisory: server took %d of %d keys", held, len(keys))
+	}
+	if err == nil && ctx.Err() != nil {
+		// The driver may have given up on the connection as the context
+		// ended (lib/pq closes it): a lease on it would be dead on arrival.
+		err = ctx.Err()
+	}
+	if err != nil {
+		if held == 0 && len(keys) == 1 && pgerr.SQLState(err) == pgerr.LockNotAvailable {
+			// lock_timeout ended the wait of the only key: nothing is held
+			// and the connection is healthy.
+			conn.Close()
+		} else {
+			l.discard(conn)
+		}
+		return nil, l.fail(ctx, keys, err)
+	}
+	if !l.claimPID(pid) {
+		// Another live lease already sits on this backend: only a pooler
+		// can do that. Give back what this acquire added, then drop the
+		// connection.
+		l.unlockBestEffort(conn, keys, shared)
+		l.discard(conn)
+		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), pid, ErrPooler)
+	}
+	ls := newLease(l, conn, keys, shared, pid)
+	if h := l.opts.hooks.Acquired; h != nil {
+		h(keys[0], shared, ls.grant.Sub(start))
+	}
+	l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", pid),
+		slog.Duration("waited", ls.grant.Sub(start)))
+	return ls, nil
+}
+
+// exec runs one acquire statement for keys on conn and returns how many of
+// keys (a prefix) the session now holds and the backend pid.
+func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, error) {
+	var pid int
+	if len(keys) == 1 {
+		var ok bool
+		q, args := sqltext.Lock(l.style, m, keys[0], timeout)
+		if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid); err != nil {
+			return 0, 0, err
+		}
+		if ok {
+			return 1, pid, nil
+		}
+		return 0, pid, nil
+	}
+	var n int64
+	q, args := sqltext.LockAll(l.style, m, keys, timeout)
+	if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid); err != nil {
+		return 0, 0, err
+	}
+	if n < 0 || n > int64(len(keys)) {
+		return 0, pid, fmt.Errorf("advisory: server reported %d keys taken of %d", n, len(keys))
+	}
+	return int(n), pid, nil
+}
+
+// fail builds the error of a failed acquire: the context's error when the
+// context ended (so errors.Is(err, context.DeadlineExceeded) works whatever
+// the driver reported), else the driver's error classified by SQLSTATE.
+func (l *Locker) fail(ctx context.Context, keys []keyspace.Key, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("advisory: lock %v: %w (%w)", keyArg(keys), cerr, err)
+	}
+	return fmt.Errorf("advisory: lock %v: %w", keyArg(keys), pgerr.Classify(err))
+}
+
+// discard throws conn away instead of returning it to the pool: returning
+// driver.ErrBadConn from Raw makes database/sql close the driver connection,
+// which ends the server session and with it every lock it holds.
+func (l *Locker) discard(conn *sql.Conn) {
+	err := conn.Raw(func(any) error { return driver.ErrBadConn })
+	_ = conn.Close() // already closed by Raw; this only marks it done
+	if err != nil && !errors.Is(err, driver.ErrBadConn) && !errors.Is(err, sql.ErrConnDone) {
+		l.log(slog.LevelError, "advisory: discarding a connection", nil, slog.Any("error", err))
+	}
+}
+
+// unlockBestEffort releases keys on conn, ignoring the outcome; used only
+// before a discard that might not end the session (a pooler keeps it).
+func (l *Locker) unlockBestEffort(conn *sql.Conn, keys []keyspace.Key, shared bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	for _, k := range keys {
+		var ok bool
+		q, args := sqltext.Unlock(l.style, shared, k)
+		_ = conn.QueryRowContext(ctx, q, args...).Scan(&ok)
+	}
+}
+
+// claimPID records a live lease on backend pid; false if one is there already.
+func (l *Locker) claimPID(pid int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pids[pid] > 0 {
+		return false
+	}
+	l.pids[pid]++
+	return true
+}
+
+// releasePID forgets a lease on backend pid.
+func (l *Locker) releasePID(pid int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pids[pid]--; l.pids[pid] <= 0 {
+		delete(l.pids, pid)
+	}
+}
+
+// log writes one record if a logger was given.
+func (l *Locker) log(level slog.Level, msg string, keys []keyspace.Key, attrs ...slog.Attr) {
+	lg := l.opts.logger
+	if lg == nil || !lg.Enabled(context.Background(), level) {
+		return
+	}
+	if keys != nil {
+		attrs = append(attrs, slog.String("key", keyArg(keys).String()))
+	}
+	lg.LogAttrs(context.Background(), level, msg, attrs...)
+}
+
+// keyArg formats keys for messages: the key alone, or the list.
+type keyList []keyspace.Key
+
+func keyArg(keys []keyspace.Key) keyList { return keyList(keys) }
+
+func (k keyList) String() string {
+	if len(k) == 1 {
+		return k[0].String()
+	}
+	return fmt.Sprint([]keyspace.Key(k))
+}

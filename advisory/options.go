@@ -1,0 +1,82 @@
+package advisory
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// DefaultKeepAlive is the keepalive interval when WithKeepAlive is not given.
+const DefaultKeepAlive = time.Second
+
+// releaseTimeout bounds a release, which runs even when the caller's context
+// is already cancelled.
+const releaseTimeout = 5 * time.Second
+
+// Option configures a Locker.
+type Option func(*options)
+
+type options struct {
+	keepAlive   time.Duration
+	lockTimeout time.Duration
+	logger      *slog.Logger
+	hooks       Hooks
+}
+
+// WithKeepAlive sets how often a held lease checks its connection (default
+// DefaultKeepAlive). A loss is signalled within about d plus one second. Values
+// below 10 ms are raised to 10 ms.
+func WithKeepAlive(d time.Duration) Option {
+	return func(o *options) {
+		if d < 10*time.Millisecond {
+			d = 10 * time.Millisecond
+		}
+		o.keepAlive = d
+	}
+}
+
+// WithLockTimeout bounds every wait of Lock, LockShared, LockAll and Do on
+// the server (lock_timeout, for that statement only); a wait that runs out
+// returns an error that wraps ErrLockTimeout. Zero, the default, leaves waits
+// bounded by the context only. The server counts in milliseconds; a positive
+// d below 1 ms counts as 1 ms.
+func WithLockTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d < 0 {
+			d = 0
+		}
+		o.lockTimeout = d
+	}
+}
+
+// WithLogger makes the Locker log acquisitions and releases at Debug level,
+// losses at Warn and failed cleanups at Error. A nil logger, the default,
+// logs nothing and costs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) { o.logger = l }
+}
+
+// WithHooks installs metrics hooks. Each nil field costs nothing.
+func WithHooks(h Hooks) Option {
+	return func(o *options) { o.hooks = h }
+}
+
+// Hooks are optional callbacks for metrics. They run synchronously on the
+// goroutine that caused the event (Lost on the keepalive goroutine) and must
+// not block. For a lease of several keys, key is the first key in sorted
+// order.
+type Hooks struct {
+	// Acquired runs when a lease is granted; waited is the time from the
+	// call to the grant, connection checkout included.
+	Acquired func(key keyspace.Key, shared bool, waited time.Duration)
+	// Contended runs when a try is refused, or when a Lock or LockAll found
+	// the key held and had to wait (setting this hook makes them try first:
+	// see the package documentation).
+	Contended func(key keyspace.Key, shared bool)
+	// Released runs when a held lease is released; held is the time since
+	// the grant.
+	Released func(key keyspace.Key, shared bool, held time.Duration)
+	// Lost runs when a held lease is lost, with the error Lease.Err returns.
+	Lost func(key keyspace.Key, err error)
+}
