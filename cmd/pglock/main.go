@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	// The two drivers pglock can use: --driver pgx (the default) or postgres.
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/lib/pq"
+
+	"github.com/pgadvisory/pgadvisory/internal/pgconf"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// Exit statuses; see the package documentation.
+const (
+	exitOK          = 0
+	exitError       = 1  // key, ls, demo: something failed
+	exitUsage       = 2  // a command line that cannot be run
+	exitUnavailable = 69 // run: no connection or a database error before CMD started
+	exitNotAcquired = 75 // run: the lock is held elsewhere (--try) or --wait ran out
+	exitLost        = 76 // run: the lock was lost while CMD ran; CMD was terminated
+	exitCannotExec  = 126
+	exitNotFound    = 127
+)
+
+const mainUsage = `pglock: PostgreSQL advisory locks from the command line.
+
+Usage:
+  pglock key  [--ns N [--hash]] NAME|ID     the key a name maps to, its SQL, its pg_locks row
+  pglock run  [--try | --wait D] [--shared] NAME -- CMD [ARGS...]
+                                            run CMD only while holding the lock (flock for PostgreSQL)
+  pglock ls   [--json] [--all]              who holds and who waits for advisory locks
+  pglock demo                               lost updates without locks, none with them
+
+Run "pglock COMMAND --help" for a command's flags.
+Connection settings follow libpq: --dsn, else DATABASE_URL, else PGHOST, PGPORT,
+PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGCONNECT_TIMEOUT.
+`
+
+const connUsage = `Connection flags:
+  --dsn DSN        connection string, URL or keyword=value (default: DATABASE_URL, else the PG* variables)
+  --driver NAME    pgx (default) or postgres (lib/pq)
+`
+
+const keyUsage = `Usage: pglock key [--json] NAME
+       pglock key [--json] --key K
+       pglock key [--json] --ns N ID
+       pglock key [--json] --ns N --hash NAME
+
+Prints the advisory lock key, the SQL that takes and releases it, and how it
+shows in pg_locks. Needs no server.
+
+  NAME        hashed to a bigint: the first 8 bytes of MD5(NAME), big-endian, signed
+  --key K     a key as written: a bigint "n" or a pair "(a,b)"
+  --ns N      a pair key in namespace N (an int4, or a name from --names); ID is its second int4
+  --hash      with --ns: hash NAME to the second int4 (first 4 bytes of MD5(NAME))
+  --names L   namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES)
+  --json      print JSON
+`
+
+const runUsage = `Usage: pglock run [flags] NAME -- CMD [ARGS...]
+       pglock run [flags] --key K -- CMD [ARGS...]
+       pglock run [flags] --ns N [--hash] ID|NAME -- CMD [ARGS...]
+
+Takes the session advisory lock, runs CMD while holding it, releases it when
+CMD ends. Flags go before NAME. The key is chosen as with "pglock key".
+
+  --try            do not wait: exit 75 at once if the lock is held elsewhere
+  --wait D         wait at most D (e.g. 30s) for the lock, then exit 75; --wait 0 is --try
+                   (default: wait as long as it takes)
+  --shared         take the lock in shared mode (pg_advisory_lock_shared)
+  --keepalive D    how often the held lock's connection is checked (default 2s)
+  --grace D        after the lock is lost, how long CMD has between SIGTERM and SIGKILL (default 5s)
+  --names L        namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES)
+
+CMD runs in its own process group; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
+pglock are passed on to it. CMD's environment has PGLOCK_KEY set to the key.
+
+Exit status: CMD's own (128+N if it died of signal N); 75 if the lock was not
+acquired; 76 if the lock was lost while CMD ran (CMD is terminated); 69 if the
+server could not be reached or refused the lock; 126/127 if CMD could not be
+started; 2 for a bad command line.
+`
+
+const lsUsage = `Usage: pglock ls [--json] [--all] [--names L]
+
+Lists who holds and who waits for advisory locks in the current database
+(--all: every database), with decoded keys, modes, pids, application names,
+client addresses, and for how long.
+
+  --json      print JSON
+  --all       every database, not only the one connected to
+  --names L   namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES), to name pair keys
+`
+
+const demoUsage = `Usage: pglock demo [--workers N] [--increments N] [--pause D]
+
+Starts a throwaway PostgreSQL (local binaries or Docker; or uses --dsn or
+DATABASE_URL when set), lets N workers add to one order's total by
+read-modify-write, first without locks (updates are lost), then under txlock
+and advisory locks (none are lost), prints the results and how the lock
+shows in pg_locks, and removes everything it made.
+
+  --workers N      concurrent workers (default 8)
+  --increments N   increments per worker (default 10)
+  --pause D        pause between read and write (default 5ms), which makes the race certain
+`
+
+var usages = map[string]string{
+	"key":  keyUsage,
+	"run":  runUsage + "\n" + connUsage,
+	"ls":   lsUsage + "\n" + connUsage,
+	"demo": demoUsage + "\n" + connUsage,
+}
+
+// stdio are the streams a command writes to.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+func main() {
+	os.Exit(mainExit(os.Args[1:], os.Getenv, stdio{os.Stdin, os.Stdout, os.Stderr}))
+}
+
+// mainExit runs one command line and returns the exit status.
+func mainExit(args []string, env func(string) string, io stdio) int {
+	c, err := parseArgs(args, env)
+	if err != nil {
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(io.err, "pglock: %s\n\n%s", ue.msg, ue.usage)
+			return exitUsage
+		}
+		fmt.Fprintf(io.err, "pglock: %v\n", err)
+		return exitUsage
+	}
+	if c.help {
+		fmt.Fprint(io.out, c.usage)
+		return exitOK
+	}
+	for _, d := range c.names {
+		if _, err := keyspace.NewNamespace(d.name, d.id); err != nil {
+			fmt.Fprintf(io.err, "pglock: %v\n", err)
+			return exitUsage
+		}
+	}
+	ctx := context.Background()
+	switch c.name {
+	case "key":
+		return report(io, runKey(c, io.out))
+	case "ls":
+		return report(io, runLs(ctx, c, env, io.out))
+	case "demo":
+		return report(io, runDemo(ctx, c, env, io.out))
+	case "run":
+		return runRun(ctx, c, env, io)
+	}
+	fmt.Fprintf(io.err, "pglock: unknown command %q\n", c.name)
+	return exitUsage
+}
+
+// report prints err, if any, and returns the exit status for it.
+func report(io stdio, err error) int {
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(io.err, "pglock: %v\n", trimPrefix(err))
+	return exitError
+}
+
+// trimPrefix drops the package prefix of pglock's own internal packages from
+// an error message, which reads better after "pglock: ".
+func trimPrefix(err error) string {
+	s := err.Error()
+	for _, p := range []string{"pglock: ", "pgconf: ", "lockview: "} {
+		s = strings.TrimPrefix(s, p)
+	}
+	return s
+}
+
+// open resolves the connection settings and connects.
+func open(ctx context.Context, c *command, env func(string) string, appName string) (*sql.DB, pgconf.Settings, error) {
+	s, err := pgconf.Resolve(c.dsn, env, appName)
+	if err != nil {
+		return nil, s, err
+	}
+	db, err := pgconf.Open(ctx, c.driver, s)
+	return db, s, err
+}
