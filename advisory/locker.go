@@ -104,7 +104,9 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		return nil, l.fail(ctx, keys, err)
 	}
 	held, pid := 0, 0
-	if !try && l.opts.hooks.Contended != nil {
+	if try {
+		held, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+	} else if l.opts.hooks.Contended != nil {
 		// Try first so that contention can be reported; a try takes keys in
 		// order and stops at the first refusal, so the keys it got are a
 		// prefix and the wait below continues in the same order.

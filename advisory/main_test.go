@@ -1,0 +1,108 @@
+package advisory_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/internal/testkit"
+	"github.com/pgadvisory/pgadvisory/itest"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+func TestMain(m *testing.M) { testkit.Main(m) }
+
+// env is one test's fresh database: db under the driver being tested, admin
+// a separate lib/pq pool on the same database (another "process") for
+// pg_locks and pg_terminate_backend.
+type env struct {
+	dsn    string
+	dbname string
+	db     *sql.DB
+	admin  *sql.DB
+}
+
+// setup opens a fresh database and registers the end-of-test checks: no
+// goroutine left (checked last, after the pools are closed), no advisory
+// lock left, no connection of db left in use.
+func setup(t *testing.T, driver string) *env {
+	t.Helper()
+	t.Cleanup(func() { testkit.VerifyNone(t) })
+	dsn := itest.DSN(t)
+	e := &env{dsn: dsn, dbname: dbName(t, dsn)}
+	e.db = itest.OpenDSN(t, driver, dsn)
+	e.admin = itest.OpenDSN(t, "postgres", dsn)
+	t.Cleanup(func() {
+		testkit.WaitNoAdvisoryLocks(t, e.admin)
+		testkit.WaitConnsIdle(t, e.db)
+	})
+	return e
+}
+
+func dbName(t *testing.T, dsn string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("parse DSN: %v", err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// testKey is a key of the test's own.
+func testKey(t *testing.T) keyspace.Key {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return keyspace.Hash(t.Name() + hex.EncodeToString(b[:]))
+}
+
+func timeout(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// holders returns the pids that hold key (granted) in e's database.
+func (e *env) holders(t *testing.T, key keyspace.Key) []int {
+	t.Helper()
+	locks, err := testkit.AdvisoryLocks(timeout(t, 10*time.Second), e.admin)
+	if err != nil {
+		t.Fatalf("pg_locks: %v", err)
+	}
+	c, o, s := key.Lock()
+	var pids []int
+	for _, l := range locks {
+		if l.Granted && l.ClassID == c && l.ObjID == o && l.ObjSubID == s {
+			pids = append(pids, l.PID)
+		}
+	}
+	return pids
+}
+
+// terminate ends backend pid of the test's own database.
+func (e *env) terminate(t *testing.T, pid int) {
+	t.Helper()
+	var ok bool
+	err := e.admin.QueryRowContext(timeout(t, 10*time.Second),
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND datname = current_database()`, pid).Scan(&ok)
+	if err != nil || !ok {
+		t.Fatalf("pg_terminate_backend(%d): %v %v", pid, ok, err)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
