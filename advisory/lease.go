@@ -35,10 +35,9 @@ type Lease struct {
 	// ping whose driver call hangs keeps it until the call returns.
 	connMu sync.Mutex
 
-	lost      chan struct{} // closed on loss
-	stop      chan struct{} // closed by Release to end the keepalive
-	kaDone    chan struct{} // closed when the keepalive goroutine has ended
-	discarded chan struct{} // closed when a lost lease's connection is gone
+	lost   chan struct{} // closed on loss
+	stop   chan struct{} // closed by Release to end the keepalive
+	kaDone chan struct{} // closed when the keepalive goroutine has ended
 
 	relMu sync.Mutex // serialises Release calls
 
@@ -52,7 +51,6 @@ func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid i
 	ls := &Lease{
 		l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: time.Now(),
 		lost: make(chan struct{}), stop: make(chan struct{}), kaDone: make(chan struct{}),
-		discarded: make(chan struct{}),
 	}
 	go ls.keepalive()
 	return ls
@@ -89,8 +87,9 @@ func (ls *Lease) Err() error {
 // context.WithoutCancel(ctx) with its own timeout of a few seconds, so a
 // cancelled ctx still releases. If the unlock fails or reports that the
 // session did not hold the key, the connection is discarded (ending the
-// session and whatever it held) and the error says so; a lost lease returns
-// its loss error. Release of a nil Lease returns nil; a second Release returns
+// session and whatever it held) and the error says so. Release of a lost
+// lease returns its loss error at once; its connection is discarded in the
+// background as soon as the driver returns from any call stuck on it. Release of a nil Lease returns nil; a second Release returns
 // an error wrapping ErrReleased.
 func (ls *Lease) Release(ctx context.Context) error {
 	if ls == nil {
@@ -119,12 +118,9 @@ func (ls *Lease) Release(ctx context.Context) error {
 	}
 	ls.mu.Unlock()
 	if lostErr != nil {
-		// The loss already started discarding the connection; wait for it
-		// (bounded: a driver call stuck on a dead network may outlive us).
-		select {
-		case <-ls.discarded:
-		case <-rctx.Done():
-		}
+		// The loss already started discarding the connection, which ends as
+		// soon as the driver lets go of it: a call stuck on a silent network
+		// (lib/pq cannot interrupt one) must not hold Release up.
 		return lostErr
 	}
 
@@ -237,7 +233,6 @@ func (ls *Lease) lose(cause error) {
 	ls.l.log(slog.LevelWarn, "advisory: lock lost", ls.keys, slog.Int("pid", ls.pid), slog.Any("error", err))
 	ls.l.releasePID(ls.pid)
 	go func() {
-		defer close(ls.discarded)
 		ls.connMu.Lock()
 		defer ls.connMu.Unlock()
 		if errorsIsPooler(cause) {

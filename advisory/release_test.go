@@ -1,0 +1,127 @@
+package advisory_test
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/itest"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+func TestReleaseCancelledContext(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		l := advisory.New(e.db)
+		key := testKey(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		lease, err := l.Lock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := lease.Release(ctx); err != nil {
+			t.Fatalf("Release under a cancelled context: %v", err)
+		}
+		if got := e.holders(t, key); len(got) != 0 {
+			t.Fatalf("held by %v after Release", got)
+		}
+		// The connection went back to the pool: it was healthy and clean.
+		if s := e.db.Stats(); s.InUse != 0 || s.Idle != 1 {
+			t.Fatalf("pool after Release: %+v, want 0 in use and 1 idle", s)
+		}
+	})
+}
+
+// TestReleaseBackendGone: the holder's backend is terminated before Release
+// (with a keepalive too slow to notice): Release reports the failure and the
+// connection is discarded, not pooled.
+func TestReleaseBackendGone(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		l := advisory.New(e.db, advisory.WithKeepAlive(time.Hour))
+		ctx := timeout(t, 30*time.Second)
+		key := testKey(t)
+		lease, err := l.Lock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.terminate(t, lease.PID())
+		waitFor(t, 10*time.Second, "backend gone", func() bool { return len(e.holders(t, key)) == 0 })
+		err = lease.Release(ctx)
+		if err == nil {
+			t.Fatal("Release on a terminated backend succeeded")
+		}
+		t.Logf("Release after pg_terminate_backend: %v", err)
+		if s := e.db.Stats(); s.InUse != 0 || s.OpenConnections != 0 {
+			t.Fatalf("pool after a failed Release: %+v, want the connection discarded", s)
+		}
+		// The pool still works.
+		again, err := l.Lock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := again.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestReleaseFalse: an unlock that reports false (the session no longer held
+// the key) makes Release fail with ErrLockLost and discard the connection.
+// No real server can be made to do this from outside, so the driver is
+// go-sqlmock, answering the exact statements from sqltext.
+func TestReleaseFalse(t *testing.T) {
+	for _, unlock := range []struct {
+		name string
+		set  func(*sqlmock.ExpectedQuery)
+		want error
+	}{
+		{"false", func(q *sqlmock.ExpectedQuery) { q.WillReturnRows(sqlmock.NewRows([]string{"ok"}).AddRow(false)) }, advisory.ErrLockLost},
+		{"error", func(q *sqlmock.ExpectedQuery) { q.WillReturnError(driver.ErrBadConn) }, driver.ErrBadConn},
+	} {
+		t.Run(unlock.name, func(t *testing.T) {
+			db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			key := keyspace.Int64(42)
+			q, args := sqltext.Lock(sqltext.Params, sqltext.Mode{}, key, 0)
+			mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"ok", "pid"}).AddRow(true, 7))
+			q, args = sqltext.Unlock(sqltext.Params, false, key)
+			unlock.set(mock.ExpectQuery(q).WithArgs(values(args)...))
+			mock.ExpectClose()
+
+			l := advisory.New(db, advisory.WithKeepAlive(time.Hour))
+			ctx := timeout(t, 10*time.Second)
+			lease, err := l.Lock(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := lease.Release(ctx); !errors.Is(err, unlock.want) {
+				t.Fatalf("Release = %v, want %v", err, unlock.want)
+			}
+			if s := db.Stats(); s.OpenConnections != 0 {
+				t.Fatalf("pool after Release: %+v, want the connection discarded", s)
+			}
+			if err := mock.ExpectationsWereMet(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func values(args []any) []driver.Value {
+	out := make([]driver.Value, len(args))
+	for i, a := range args {
+		out[i] = a
+	}
+	return out
+}
