@@ -335,7 +335,8 @@ func (s Settings) DSN() string {
 	case s.User != "":
 		u.User = url.User(s.User)
 	}
-	u.RawQuery = q.Encode()
+	// Encode writes a space as "+", which pgx does not read back as a space.
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 	return u.String()
 }
 

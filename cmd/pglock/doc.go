@@ -1,0 +1,115 @@
+// Command pglock uses PostgreSQL advisory locks from the command line: it
+// shows which key a name maps to, runs a command only while holding a lock
+// (flock(1) for PostgreSQL: a cron job runs on one host at a time), lists who
+// holds and who waits for advisory locks, and demonstrates what the locks are
+// for on a throwaway server.
+//
+//	pglock key  [--json] NAME | --key K | --ns N ID | --ns N --hash NAME
+//	pglock run  [--try | --wait D] [--shared] [--keepalive D] [--grace D] NAME -- CMD [ARGS...]
+//	pglock ls   [--json] [--all]
+//	pglock demo [--workers N] [--increments N] [--pause D]
+//
+// Every command answers --help. An unknown command or flag prints the usage
+// and exits with status 2.
+//
+// # Keys
+//
+// A NAME is hashed to the bigint key form with keyspace.Hash: the first 8
+// bytes of MD5(NAME), big-endian, signed, the same number as the SQL
+// ('x' || substr(md5(NAME), 1, 16))::bit(64)::bigint, so pglock, Go programs
+// using this module, Python and psql contend on the same lock. A NAME is
+// always hashed, even when it looks like a number; to name a key as it is,
+// use --key: "--key 42" is the bigint 42, "--key '(1,2)'" the pair (1,2).
+// "--ns N ID" is the pair (N, ID), and "--ns N --hash NAME" the pair
+// (N, first 4 bytes of MD5(NAME)), as keyspace.Namespace.ID and
+// Namespace.Hash compute them. N is an int4, or a namespace name given with
+// --names orders=1,jobs=2 or in the environment variable PGLOCK_NAMESPACES
+// (same syntax); ls and key use those names to show pair keys as "orders/42".
+//
+// # pglock key
+//
+// Prints the key, how it was computed (with the SQL that computes the hash),
+// the SQL that takes, tries, releases and transaction-locks it, and the
+// (classid, objid, objsubid) it shows as in pg_locks with a query that finds
+// it. It needs no server. --json prints the same as a JSON object.
+//
+// # pglock run
+//
+// Takes the session-level advisory lock (exclusive, or shared with --shared)
+// through package advisory, runs CMD while holding it, and releases it when
+// CMD ends. Without --try or --wait it waits as long as it takes; --try does
+// not wait; --wait D waits at most D (--wait 0 is --try). CMD inherits
+// pglock's standard streams and environment, plus PGLOCK_KEY set to the key.
+//
+// CMD runs in a process group of its own. SIGINT, SIGTERM, SIGHUP and SIGQUIT
+// received by pglock are passed on to that group; a signal received while
+// pglock is still connecting or waiting for the lock ends pglock with 128+N
+// and CMD is not run. (In a terminal, Ctrl-C reaches pglock, which passes it
+// on; a CMD that reads the terminal is in a background process group and is
+// stopped by the terminal, so pglock suits unattended commands.)
+//
+// The held lock's connection is checked every --keepalive (default 2s). If the
+// lock is lost (the backend was terminated, the connection broke or stopped
+// answering, the server restarted), CMD's process group gets SIGTERM and,
+// if CMD has not ended --grace later (default 5s), SIGKILL; pglock then exits
+// with status 76. A loss is noticed within about the keepalive plus one
+// second, so CMD ends within keepalive + 1s + grace of the loss.
+//
+// Exit statuses of pglock run:
+//
+//	0-125    CMD's own exit status
+//	126      CMD could not be executed (not executable, permission denied)
+//	127      CMD was not found
+//	128+N    CMD was ended by signal N (as shells report it), or pglock got
+//	         signal N before CMD started
+//	2        bad command line
+//	69       could not connect, or the server failed while taking the lock
+//	         (EX_UNAVAILABLE); CMD was not run
+//	75       the lock was not acquired: held elsewhere with --try, or --wait
+//	         ran out (EX_TEMPFAIL: try again later); CMD was not run
+//	76       the lock was lost while CMD ran; CMD was terminated
+//
+// A CMD that itself exits with 69, 75 or 76 is indistinguishable from
+// pglock's own statuses; pglock prints a line on standard error in its own
+// cases.
+//
+// # pglock ls
+//
+// Lists the advisory locks of the database connected to (--all: of every
+// database): key (decoded from pg_locks, with its namespace name when known),
+// mode (exclusive or shared), held or waiting, for how long, pid, database,
+// application_name, client address and session state. For a waiter, "for" is
+// the time since pg_locks.waitstart (PostgreSQL 14 and later); for a holder
+// it is an upper bound, the age of its session, because PostgreSQL does not
+// record when a lock was granted. --json prints every row with the raw
+// timestamps from pg_stat_activity (backend_start, xact_start, state_change)
+// and pg_locks (wait_start).
+//
+// # pglock demo
+//
+// With --dsn or DATABASE_URL set, it runs on that database, in a temporary
+// table that it drops at the end. Otherwise it starts a throwaway PostgreSQL
+// through package itest (PGADVISORY_TEST_DSN if set, else Docker, else the
+// local PostgreSQL binaries, run as the postgres user when pglock runs as
+// root) and removes it at the end. Several workers add 1 to one order's total
+// by reading it, pausing, and writing it back: without a lock updates are
+// lost; under txlock.Do and under an advisory session lock none are. It prints
+// a table (mode, expected, final, lost, time) and the lock's pg_locks row
+// while held, and exits 1 if no update was lost without a lock or any was
+// lost with one.
+//
+// # Connection settings
+//
+// As with libpq: the --dsn flag, else DATABASE_URL, is a connection string
+// (postgres:// URL or keyword=value); whatever it leaves out comes from
+// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE,
+// PGCONNECT_TIMEOUT and PGAPPNAME, then from libpq's defaults (the Unix socket
+// in /var/run/postgresql or /tmp if there, else localhost; port 5432; the
+// operating system user; a database named as the user; sslmode prefer). A
+// connection attempt gives up after connect_timeout (default 10s) and says
+// which address, user and database it tried. --driver selects the
+// database/sql driver: pgx (default) or postgres (lib/pq).
+//
+// Exit statuses of key, ls and demo: 0 success, 1 failure (a message on
+// standard error), 2 bad command line.
+package main
