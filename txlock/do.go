@@ -47,7 +47,7 @@ func Do(ctx context.Context, db Beginner, key keyspace.Key, fn func(tx *sql.Tx) 
 		// panic continue as it was.
 		_ = tx.Rollback()
 	}()
-	if err := lockOne(ctx, tx, styleOf(db), key, o); err != nil {
+	if err := lockOne(ctx, tx, o.style(db), key, o); err != nil {
 		done = true
 		return withRollback(err, tx)
 	}

@@ -26,11 +26,18 @@
 // order of keyspace.Key.Less, so two transactions that lock the same keys
 // listed in different orders never deadlock on each other.
 //
-// Keys reach the server as $n parameters, which every driver accepts. When
-// the value passed also has a Driver() driver.Driver method (Do uses the
-// *sql.DB it is given), the statement is written in the style that suits that
-// driver: lib/pq gets integer literals in the text, saving the extra prepare
-// round trip it makes for parameterised statements.
+// Keys reach the server as $n parameters, which every driver accepts, unless
+// txlock knows the driver: WithDriver(db.Driver()), a transaction value with a
+// Driver() driver.Driver method, a *sqlx.Tx (its DriverName), or the *sql.DB
+// given to Do. Then the statement is written in the style that suits the
+// driver: lib/pq gets integer literals in the text, which saves the extra
+// prepare round trip it makes for every parameterised statement (about 0.1 ms
+// instead of 0.3 ms per lock on loopback here), while pgx keeps parameters and
+// its cache of prepared statements.
+//
+// LockAll and its variants take a variadic key list, so their options come
+// first: LockAllTimeout(ctx, tx, d, keys...) or LockAllWith(ctx, tx, opts,
+// keys...).
 //
 // All functions are safe for concurrent use on different transactions; a
 // single transaction is no more concurrent than database/sql makes it.

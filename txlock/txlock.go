@@ -56,6 +56,7 @@ type options struct {
 	shared  bool
 	try     bool
 	txOpts  *sql.TxOptions
+	drv     driver.Driver
 }
 
 // WithLockTimeout bounds the wait for the lock with the server's lock_timeout
@@ -81,6 +82,14 @@ func WithTry() Option { return func(o *options) { o.try = true } }
 // is already open and ignore it.
 func WithTxOptions(txOpts *sql.TxOptions) Option { return func(o *options) { o.txOpts = txOpts } }
 
+// WithDriver tells txlock the driver behind the transaction (pass
+// db.Driver() of the *sql.DB it came from), so the statement is written in the
+// style that suits it. Without it, and when the transaction does not tell its
+// driver itself (see the package documentation), keys go as parameters, which
+// every driver accepts; lib/pq then spends an extra round trip preparing the
+// statement (measured here: about 0.3 ms per lock on loopback instead of 0.1).
+func WithDriver(d driver.Driver) Option { return func(o *options) { o.drv = d } }
+
 func collect(opts []Option) options {
 	var o options
 	for _, f := range opts {
@@ -97,14 +106,15 @@ func collect(opts []Option) options {
 // twice in one transaction is held twice; both are released at COMMIT or
 // ROLLBACK.
 func Lock(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) error {
-	return lockOne(ctx, tx, styleOf(tx), key, collect(opts))
+	o := collect(opts)
+	return lockOne(ctx, tx, o.style(tx), key, o)
 }
 
 // LockShared is Lock in shared mode.
 func LockShared(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) error {
 	o := collect(opts)
 	o.shared = true
-	return lockOne(ctx, tx, styleOf(tx), key, o)
+	return lockOne(ctx, tx, o.style(tx), key, o)
 }
 
 // TryLock takes key in exclusive mode for the rest of the transaction if no
@@ -113,14 +123,14 @@ func LockShared(ctx context.Context, tx Querier, key keyspace.Key, opts ...Optio
 func TryLock(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) (bool, error) {
 	o := collect(opts)
 	o.try = true
-	return tryOne(ctx, tx, styleOf(tx), key, o)
+	return tryOne(ctx, tx, o.style(tx), key, o)
 }
 
 // TryLockShared is TryLock in shared mode.
 func TryLockShared(ctx context.Context, tx Querier, key keyspace.Key, opts ...Option) (bool, error) {
 	o := collect(opts)
 	o.try, o.shared = true, true
-	return tryOne(ctx, tx, styleOf(tx), key, o)
+	return tryOne(ctx, tx, o.style(tx), key, o)
 }
 
 func lockOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.Key, o options) error {
@@ -154,7 +164,7 @@ func tryOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.K
 // without keys it returns ErrNoKeys. On an error some keys may already be
 // held; they are released with the transaction, which the error has aborted.
 func LockAll(ctx context.Context, tx Querier, keys ...keyspace.Key) error {
-	return lockAll(ctx, tx, keys, 0)
+	return lockAll(ctx, tx, keys, options{})
 }
 
 // LockAllTimeout is LockAll with every wait bounded by the server's
@@ -162,10 +172,22 @@ func LockAll(ctx context.Context, tx Querier, keys ...keyspace.Key) error {
 // own lock_timeout is restored in the same statement, and a wait that runs
 // out returns an error matching ErrLockTimeout.
 func LockAllTimeout(ctx context.Context, tx Querier, timeout time.Duration, keys ...keyspace.Key) error {
-	return lockAll(ctx, tx, keys, timeout)
+	return lockAll(ctx, tx, keys, options{timeout: timeout})
 }
 
-func lockAll(ctx context.Context, tx Querier, keys []keyspace.Key, timeout time.Duration) error {
+// LockAllWith is LockAll with options: WithLockTimeout and WithDriver apply;
+// WithShared takes every key in shared mode. WithTry is refused (a partial
+// set of transaction locks could not be given back before the transaction
+// ends), as is WithTxOptions.
+func LockAllWith(ctx context.Context, tx Querier, opts []Option, keys ...keyspace.Key) error {
+	o := collect(opts)
+	if o.try || o.txOpts != nil {
+		return errors.New("txlock: LockAllWith: WithTry and WithTxOptions do not apply to LockAll")
+	}
+	return lockAll(ctx, tx, keys, o)
+}
+
+func lockAll(ctx context.Context, tx Querier, keys []keyspace.Key, o options) error {
 	if err := checkTx(tx); err != nil {
 		return err
 	}
@@ -173,7 +195,7 @@ func lockAll(ctx context.Context, tx Querier, keys []keyspace.Key, timeout time.
 		return ErrNoKeys
 	}
 	sorted := Sorted(keys)
-	q, args := sqltext.XactLockAll(styleOf(tx), sqltext.Mode{}, sorted, timeout)
+	q, args := sqltext.XactLockAll(o.style(tx), sqltext.Mode{Shared: o.shared}, sorted, o.timeout)
 	var n int64
 	if err := tx.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
 		return fail(ctx, fmt.Sprintf("lock all of %d keys", len(sorted)), err)
@@ -233,16 +255,29 @@ func isNil(v reflect.Value) bool {
 	return false
 }
 
-// driverer is the optional interface through which a value tells its driver
-// (*sql.DB has it; a wrapper around a *sql.Tx may add it).
-type driverer interface{ Driver() driver.Driver }
+// style picks how keys are written for q: WithDriver's driver if given, else
+// what q tells of its driver, else parameters, which every driver accepts.
+func (o options) style(q any) sqltext.Style {
+	if o.drv != nil {
+		return sqltext.StyleOf(o.drv)
+	}
+	return styleOf(q)
+}
 
-// styleOf picks how keys are written for q: the driver's style when q tells
-// its driver, else parameters, which every driver accepts.
+// styleOf reads q's driver through the optional methods that tell it: a
+// Driver() driver.Driver method (*sql.DB, *sqlx.DB, or a wrapper around a
+// *sql.Tx), or sqlx's DriverName() string, where "postgres" is lib/pq's
+// registered name. Either style is valid SQL on every driver; the choice only
+// saves round trips.
 func styleOf(q any) sqltext.Style {
-	if d, ok := q.(driverer); ok {
+	switch d := q.(type) {
+	case interface{ Driver() driver.Driver }:
 		if drv := d.Driver(); drv != nil {
 			return sqltext.StyleOf(drv)
+		}
+	case interface{ DriverName() string }:
+		if d.DriverName() == "postgres" {
+			return sqltext.Inline
 		}
 	}
 	return sqltext.Params

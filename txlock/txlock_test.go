@@ -46,6 +46,9 @@ var lockCalls = []struct {
 	{"LockAll", false, func(ctx context.Context, tx txlock.Querier, k1, k2 keyspace.Key) error {
 		return txlock.LockAll(ctx, tx, k2, k1, k2)
 	}, true},
+	{"LockAllWithShared", true, func(ctx context.Context, tx txlock.Querier, k1, k2 keyspace.Key) error {
+		return txlock.LockAllWith(ctx, tx, []txlock.Option{txlock.WithShared(), txlock.WithLockTimeout(time.Second)}, k2, k1)
+	}, true},
 	{"LockAllTimeout", false, func(ctx context.Context, tx txlock.Querier, k1, k2 keyspace.Key) error {
 		return txlock.LockAllTimeout(ctx, tx, time.Second, k1, k2)
 	}, true},
