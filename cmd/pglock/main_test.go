@@ -22,6 +22,9 @@ import (
 // pglockBin is the pglock binary the tests run, built once by TestMain.
 var pglockBin string
 
+// buildFlags are the go build flags of pglockBin (race_test.go adds -race).
+var buildFlags []string
+
 // TestMain builds the binary, then does what testkit.Main does (run, stop
 // itest's server, check for leaked goroutines), removing the binary before it
 // exits.
@@ -37,7 +40,8 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	pglockBin = filepath.Join(dir, "pglock")
-	build := exec.Command("go", "build", "-o", pglockBin, ".")
+	args := append(append([]string{"build"}, buildFlags...), "-o", pglockBin, ".")
+	build := exec.Command("go", args...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "pglock test: go build:", err)

@@ -148,7 +148,7 @@ wait:
 			kill = t.C
 		case <-kill:
 			kill = nil
-			errf("%s still running %v after SIGTERM: sending SIGKILL", c.argv[0], c.grace)
+			errf("%s still running %v after SIGTERM: SIGKILL now", c.argv[0], c.grace)
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		case <-done:
 			break wait

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/testkit"
+	"github.com/pgadvisory/pgadvisory/itest"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// testDB is a fresh database for one test: a handle on it, and the
+// environment that points pglock at it with driver.
+type testDB struct {
+	db     *sql.DB
+	env    []string
+	driver string
+}
+
+func newTestDB(t *testing.T, driver string) testDB {
+	t.Helper()
+	dsn := itest.DSN(t)
+	db := itest.OpenDSN(t, driver, dsn)
+	t.Cleanup(func() {
+		testkit.WaitNoAdvisoryLocks(t, db)
+		testkit.WaitConnsIdle(t, db)
+	})
+	return testDB{db: db, env: []string{"DATABASE_URL=" + dsn}, driver: driver}
+}
+
+// lockName is a lock name no other test uses.
+func lockName(t *testing.T) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "pglock-test:" + t.Name() + ":" + hex.EncodeToString(b[:])
+}
+
+// holders returns the pids holding key (granted) in the test database.
+func (d testDB) holders(t *testing.T, key keyspace.Key) []int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	locks, err := testkit.AdvisoryLocks(ctx, d.db)
+	if err != nil {
+		t.Fatalf("reading pg_locks: %v", err)
+	}
+	c, o, s := key.Lock()
+	var pids []int
+	for _, l := range locks {
+		if l.ClassID == c && l.ObjID == o && l.ObjSubID == s && l.Granted {
+			pids = append(pids, l.PID)
+		}
+	}
+	return pids
+}
+
+// waitHeld waits until exactly one backend holds key and returns its pid.
+func (d testDB) waitHeld(t *testing.T, key keyspace.Key) int {
+	t.Helper()
+	var pid int
+	waitFor(t, 20*time.Second, "the lock to show in pg_locks", func() bool {
+		p := d.holders(t, key)
+		if len(p) == 1 {
+			pid = p[0]
+		}
+		return len(p) == 1
+	})
+	return pid
+}
+
+// hold takes key from the test itself through advisory, released on cleanup.
+func (d testDB) hold(t *testing.T, key keyspace.Key, shared bool) *advisory.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := advisory.New(d.db)
+	lock := l.Lock
+	if shared {
+		lock = l.LockShared
+	}
+	lease, err := lock(ctx, key)
+	if err != nil {
+		t.Fatalf("holding %v: %v", key, err)
+	}
+	t.Cleanup(func() { _ = lease.Release(context.Background()) })
+	return lease
+}
+
+func (d testDB) args(args ...string) []string {
+	return append([]string{"run", "--driver", d.driver}, args...)
+}
+
+// TestRunExactlyOne starts two "pglock run --try" of the same name at once:
+// exactly one runs its command, the other exits 75 without running it.
+func TestRunExactlyOne(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		name := lockName(t)
+		dir := t.TempDir()
+		marker, release := filepath.Join(dir, "ran"), filepath.Join(dir, "release")
+		// CMD notes that it ran, then holds on until the test lets it go.
+		script := `echo "$$" >> "$1"; while [ ! -e "$2" ]; do sleep 0.02; done`
+		var procs []*proc
+		for i := 0; i < 2; i++ {
+			procs = append(procs, start(t, d.env, d.args("--try", name, "--", "sh", "-c", script, "sh", marker, release)...))
+		}
+		// One of them finds the lock taken and ends; the other waits for release.
+		var loser, winner *proc
+		waitFor(t, 30*time.Second, "one pglock to give up", func() bool {
+			for i, p := range procs {
+				select {
+				case r := <-p.done:
+					if r.code != exitNotAcquired || !strings.Contains(r.stderr, "held elsewhere") {
+						t.Fatalf("the pglock that did not get the lock: %v", r)
+					}
+					loser, winner = p, procs[1-i]
+					return true
+				default:
+				}
+			}
+			return false
+		})
+		_ = loser
+		waitFor(t, 10*time.Second, "the winner's command to start", func() bool {
+			b, _ := os.ReadFile(marker)
+			return len(b) > 0
+		})
+		d.waitHeld(t, keyspace.Hash(name))
+		if err := os.WriteFile(release, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := winner.wait(t, 30*time.Second); r.code != 0 {
+			t.Fatalf("the pglock that got the lock: %v", r)
+		}
+		b, _ := os.ReadFile(marker)
+		if lines := strings.Fields(string(b)); len(lines) != 1 {
+			t.Fatalf("the command ran %d times, want once", len(lines))
+		}
+	})
+}
+
+// TestRunExitStatus checks the documented statuses: CMD's own, a signal's,
+// not found, not acquired (--try and --wait), shared alongside shared.
+func TestRunExitStatus(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		name := lockName(t)
+		cases := []struct {
+			args []string
+			code int
+		}{
+			{[]string{name, "--", "sh", "-c", "exit 0"}, 0},
+			{[]string{name, "--", "sh", "-c", "exit 7"}, 7},
+			{[]string{"--try", name, "--", "sh", "-c", "exit 200"}, 200},
+			{[]string{name, "--", "sh", "-c", `kill -TERM $$`}, 128 + int(syscall.SIGTERM)},
+			{[]string{name, "--", "/nonexistent/command"}, exitNotFound},
+			{[]string{name, "--", "sh", "-c", `test "$PGLOCK_KEY" = "` + keyspace.Hash(name).String() + `"`}, 0},
+			{[]string{"--key", "(5,6)", "--", "sh", "-c", `test "$PGLOCK_KEY" = "(5,6)"`}, 0},
+		}
+		for _, tc := range cases {
+			if r := pglock(t, d.env, d.args(tc.args...)...); r.code != tc.code {
+				t.Errorf("pglock run %q: want exit %d, got %v", tc.args, tc.code, r)
+			}
+		}
+
+		// Held elsewhere (by the test, exclusively): --try and --wait give 75.
+		lease := d.hold(t, keyspace.Hash(name), false)
+		if r := pglock(t, d.env, d.args("--try", name, "--", "sh", "-c", "echo ran")...); r.code != exitNotAcquired || r.stdout != "" {
+			t.Errorf("--try on a held lock: %v", r)
+		}
+		r := pglock(t, d.env, d.args("--wait", "300ms", name, "--", "sh", "-c", "echo ran")...)
+		if r.code != exitNotAcquired || r.stdout != "" || !strings.Contains(r.stderr, "not acquired within 300ms") {
+			t.Errorf("--wait 300ms on a held lock: %v", r)
+		}
+		if r.took < 300*time.Millisecond {
+			t.Errorf("--wait 300ms gave up after %v", r.took)
+		}
+		if r := pglock(t, d.env, d.args("--shared", "--try", name, "--", "true")...); r.code != exitNotAcquired {
+			t.Errorf("--shared --try on an exclusively held lock: %v", r)
+		}
+		if err := lease.Release(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+
+		// Held shared: another shared holder runs, an exclusive one does not.
+		shared := d.hold(t, keyspace.Hash(name), true)
+		if r := pglock(t, d.env, d.args("--shared", "--try", name, "--", "true")...); r.code != 0 {
+			t.Errorf("--shared --try alongside a shared holder: %v", r)
+		}
+		if r := pglock(t, d.env, d.args("--try", name, "--", "true")...); r.code != exitNotAcquired {
+			t.Errorf("--try on a shared-held lock: %v", r)
+		}
+		// A waiting pglock gets the lock once it is free.
+		p := start(t, d.env, d.args(name, "--", "true")...)
+		waitFor(t, 20*time.Second, "pglock to wait for the lock", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			locks, _ := testkit.AdvisoryLocks(ctx, d.db)
+			for _, l := range locks {
+				if !l.Granted {
+					return true
+				}
+			}
+			return false
+		})
+		select {
+		case r := <-p.done:
+			t.Fatalf("pglock did not wait: %v", r)
+		default:
+		}
+		if err := shared.Release(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r := p.wait(t, 30*time.Second); r.code != 0 {
+			t.Errorf("pglock waiting for the lock: %v", r)
+		}
+	})
+}
+
+// TestRunLost terminates the backend that holds pglock's lock: CMD gets
+// SIGTERM (and SIGKILL after --grace if it ignores it) within the keepalive
+// plus a second plus the grace, and pglock exits 76.
+func TestRunLost(t *testing.T) {
+	const keepalive, grace = 200 * time.Millisecond, time.Second
+	cases := []struct {
+		name   string
+		script string
+		killed bool // needs SIGKILL
+	}{
+		{"sleep", `exec sleep 60`, false},
+		{"ignores-TERM", `trap "" TERM; sleep 60; sleep 60`, true},
+		{"traps-TERM", `trap "echo cleaning up; exit 3" TERM; while :; do sleep 0.02; done`, false},
+	}
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				name := lockName(t)
+				p := start(t, d.env, d.args("--keepalive", keepalive.String(), "--grace", grace.String(),
+					name, "--", "sh", "-c", tc.script)...)
+				pid := d.waitHeld(t, keyspace.Hash(name))
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				var ok bool
+				// pid holds the lock in this test's own database.
+				if err := d.db.QueryRowContext(ctx, "SELECT pg_terminate_backend($1)", pid).Scan(&ok); err != nil || !ok {
+					t.Fatalf("pg_terminate_backend(%d): %v %v", pid, ok, err)
+				}
+				killed := time.Now()
+				limit := keepalive + time.Second + 2*time.Second // detection, plus slack for a loaded machine
+				if tc.killed {
+					limit += grace
+				}
+				r := p.wait(t, time.Minute)
+				took := time.Since(killed)
+				t.Logf("CMD ended %v after the backend was terminated (limit %v)", took.Round(time.Millisecond), limit)
+				if r.code != exitLost || !strings.Contains(r.stderr, "lost") {
+					t.Fatalf("want exit %d: %v", exitLost, r)
+				}
+				if took > limit {
+					t.Errorf("CMD ended %v after the loss, limit %v", took, limit)
+				}
+				if tc.killed != strings.Contains(r.stderr, "SIGKILL now") {
+					t.Errorf("SIGKILL sent: %v, want %v\n%v", !tc.killed, tc.killed, r)
+				}
+				if tc.killed && took < grace {
+					t.Errorf("CMD that ignores SIGTERM ended after %v, before the grace of %v", took, grace)
+				}
+				if tc.name == "traps-TERM" && !strings.Contains(r.stdout, "cleaning up") {
+					t.Errorf("CMD's TERM trap did not run: %v", r)
+				}
+			})
+		}
+	})
+}
+
+// TestRunSignals sends SIGTERM and SIGINT to pglock while CMD runs: CMD gets
+// them, and pglock exits with CMD's status.
+func TestRunSignals(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
+			name := lockName(t)
+			script := `trap "echo got signal; exit 42" TERM INT HUP; echo ready; while :; do sleep 0.02; done`
+			p := start(t, d.env, d.args(name, "--", "sh", "-c", script)...)
+			waitFor(t, 20*time.Second, "CMD to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
+			if err := p.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			if r := p.wait(t, 20*time.Second); r.code != 42 || !strings.Contains(r.stdout, "got signal") {
+				t.Errorf("%v to pglock: want CMD's exit 42: %v", sig, r)
+			}
+		}
+		// A signal while waiting for the lock: nothing runs, 128+N.
+		name := lockName(t)
+		d.hold(t, keyspace.Hash(name), false)
+		p := start(t, d.env, d.args(name, "--", "sh", "-c", "echo ran")...)
+		waitFor(t, 20*time.Second, "pglock to wait for the lock", func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			locks, _ := testkit.AdvisoryLocks(ctx, d.db)
+			for _, l := range locks {
+				if !l.Granted {
+					return true
+				}
+			}
+			return false
+		})
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if r := p.wait(t, 20*time.Second); r.code != 128+int(syscall.SIGTERM) || r.stdout != "" {
+			t.Errorf("SIGTERM while waiting: %v", r)
+		}
+	})
+}
