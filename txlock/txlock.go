@@ -64,7 +64,8 @@ type options struct {
 // lock statement only: the transaction's own lock_timeout is read and put back
 // in that same statement, so later statements of the transaction are not
 // affected. When it runs out the error matches ErrLockTimeout, and the
-// transaction is aborted, like after any failed statement.
+// transaction is aborted, like after any failed statement. Tries (TryLock,
+// WithTry) do not wait and ignore it.
 func WithLockTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // WithShared takes the lock in shared mode (pg_advisory_xact_lock_shared):
@@ -148,7 +149,11 @@ func tryOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.K
 	if err := checkTx(tx); err != nil {
 		return false, err
 	}
-	q, args := sqltext.XactLock(style, sqltext.Mode{Shared: o.shared, Try: o.try}, key, o.timeout)
+	timeout := o.timeout
+	if o.try {
+		timeout = 0 // a try does not wait: no lock_timeout to set and restore
+	}
+	q, args := sqltext.XactLock(style, sqltext.Mode{Shared: o.shared, Try: o.try}, key, timeout)
 	var ok bool
 	if err := tx.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
 		return false, fail(ctx, "lock "+key.String(), err)

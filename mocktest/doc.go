@@ -1,0 +1,43 @@
+// Package mocktest lets code that takes locks with advisory or txlock be unit
+// tested without a database, over github.com/DATA-DOG/go-sqlmock.
+//
+// New returns a *sql.DB backed by the mock and a *Mock whose expectations
+// read like what the code under test does; the SQL behind them comes from the
+// same internal package that advisory and txlock send it from, so a test
+// never spells SQL and cannot drift from what is sent:
+//
+//	db, m := mocktest.New(t)
+//	m.ExpectLock(key)
+//	m.ExpectUnlock(key, true)
+//	locker := m.Locker() // advisory.New(db, ...) with settings that suit a mock
+//	lease, err := locker.Lock(ctx, key)
+//	...
+//	err = lease.Release(ctx)
+//
+// and for transaction locks:
+//
+//	m.ExpectBegin()
+//	m.ExpectXactLock(key)
+//	m.ExpectExec("UPDATE ...").WillReturnResult(sqlmock.NewResult(0, 1))
+//	m.ExpectCommit()
+//	err := txlock.Do(ctx, db, key, fn)
+//
+// Mock embeds sqlmock.Sqlmock, so the code's own statements are expected the
+// usual way; the matcher is sqlmock.QueryMatcherEqual (exact text, no
+// regular expressions to escape). Expectations are met in order, and New
+// registers a cleanup that fails the test if any is left unmet.
+//
+// The failure modes produce what a real server produces, so the code under
+// test sees the same sentinels: ExpectLockTimeout fails the statement with
+// SQLSTATE 55P03 (errors.Is(err, advisory.ErrLockTimeout)), ExpectKeepAliveLost
+// and ExpectLockConnLost drop the connection, ExpectUnlock(key, false) reports
+// a lock the session no longer held (advisory.ErrLockLost on Release).
+//
+// Session locks are held by a server backend, identified by its pid: every
+// acquire expectation answers with a pid of its own (so two leases never
+// look like one backend behind a pooler) and ExpectKeepAlive answers with the
+// pid of the latest acquire.
+//
+// The mock's driver is not lib/pq, so advisory and txlock send keys as $n
+// parameters, which is the form these expectations match.
+package mocktest

@@ -1,0 +1,157 @@
+package mocktest
+
+import (
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+)
+
+// Mock holds the expectations of one mocked database. It embeds
+// sqlmock.Sqlmock for everything that is not a lock (ExpectBegin,
+// ExpectExec, ExpectCommit, ...). Adding expectations is safe for concurrent
+// use, though the order in which they are added is the order they must be
+// met in.
+type Mock struct {
+	sqlmock.Sqlmock
+
+	db      *sql.DB
+	timeout time.Duration
+
+	mu  sync.Mutex
+	pid int // the pid of the latest acquire expectation
+}
+
+// Option configures New, or one expectation.
+type Option func(*config)
+
+type config struct {
+	timeout time.Duration
+}
+
+// WithLockTimeout says which lock_timeout the code under test asks for (as
+// advisory.WithLockTimeout or txlock.WithLockTimeout do): the statements they
+// send differ with it. Given to New it applies to every waiting lock
+// expectation; given to one expectation it applies to that one.
+func WithLockTimeout(d time.Duration) Option {
+	return func(c *config) { c.timeout = d }
+}
+
+// testingT is what the mock needs of a test, so that its own failure path can
+// be tested too.
+type testingT interface {
+	Helper()
+	Cleanup(func())
+	Errorf(format string, args ...any)
+	Fatalf(format string, args ...any)
+}
+
+var dsnSeq atomic.Int64
+
+// New returns a database backed by a fresh mock, and the mock. The query
+// matcher is sqlmock.QueryMatcherEqual. When the test ends, the test fails if
+// an expectation is left unmet, and the database is closed.
+func New(tb testing.TB, opts ...Option) (*sql.DB, *Mock) {
+	tb.Helper()
+	return newMock(tb, opts...)
+}
+
+func newMock(t testingT, opts ...Option) (*sql.DB, *Mock) {
+	t.Helper()
+	var c config
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	dsn := fmt.Sprintf("mocktest_%d", dsnSeq.Add(1))
+	db, sm, err := sqlmock.NewWithDSN(dsn, sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
+	if err != nil {
+		t.Fatalf("mocktest: %v", err)
+	}
+	// sqlmock forgets a mock once its last driver connection closes, after
+	// which the pool cannot open another. Code under test discards
+	// connections on purpose (a lost lock), so hold one driver connection
+	// outside the pool for the mock's lifetime.
+	keep, err := db.Driver().Open(dsn)
+	if err != nil {
+		t.Fatalf("mocktest: %v", err)
+	}
+	m := &Mock{Sqlmock: sm, db: db, timeout: c.timeout, pid: firstPID - 1}
+	t.Cleanup(func() {
+		if err := sm.ExpectationsWereMet(); err != nil {
+			t.Errorf("mocktest: %v", err)
+		}
+		_ = db.Close()   // sqlmock reports an unexpected Close; that is not the test's concern
+		_ = keep.Close() // likewise
+	})
+	return db, m
+}
+
+// firstPID is the backend pid the first acquire expectation answers with.
+const firstPID = 10001
+
+// DB returns the mocked database New returned.
+func (m *Mock) DB() *sql.DB { return m.db }
+
+// PID returns the backend pid that the latest acquire expectation answers
+// with, as Lease.PID reports it.
+func (m *Mock) PID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pid
+}
+
+// nextPID allocates the pid of a new acquire expectation.
+func (m *Mock) nextPID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pid++
+	return m.pid
+}
+
+// Locker returns advisory.New(db, opts...) for the mocked database with two
+// settings first that suit a mock (opts given here override them): the
+// mock's lock timeout, and a keepalive of an hour, so that no ping that the
+// test did not expect is sent while it runs. Tests of the keepalive itself
+// pass advisory.WithKeepAlive with a short interval and expect the pings.
+func (m *Mock) Locker(opts ...advisory.Option) *advisory.Locker {
+	all := append([]advisory.Option{advisory.WithKeepAlive(time.Hour), advisory.WithLockTimeout(m.timeout)}, opts...)
+	return advisory.New(m.db, all...)
+}
+
+// timeoutFor is the lock_timeout an expectation expects.
+func (m *Mock) timeoutFor(opts []Option) time.Duration {
+	c := config{timeout: m.timeout}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	return c.timeout
+}
+
+// style is how advisory and txlock write keys for sqlmock's driver.
+const style = sqltext.Params
+
+// expect adds one query expectation for the statement (q, args) with its
+// arguments matched exactly.
+func (m *Mock) expect(q string, args []any) *sqlmock.ExpectedQuery {
+	e := m.ExpectQuery(q)
+	if len(args) == 0 {
+		return e.WithoutArgs()
+	}
+	vals := make([]driver.Value, len(args))
+	for i, a := range args {
+		vals[i] = a
+	}
+	return e.WithArgs(vals...)
+}

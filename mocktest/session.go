@@ -1,0 +1,131 @@
+package mocktest
+
+import (
+	"database/sql/driver"
+	"slices"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// Expectations for the session locks of package advisory. Each returns the
+// sqlmock expectation, for WillDelayFor and the like.
+
+// ExpectLock expects advisory's Lock of key, and grants it.
+func (m *Mock) ExpectLock(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	return m.expectAcquire(sqltext.Mode{}, key, m.timeoutFor(opts), true)
+}
+
+// ExpectLockShared expects advisory's LockShared of key, and grants it.
+func (m *Mock) ExpectLockShared(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	return m.expectAcquire(sqltext.Mode{Shared: true}, key, m.timeoutFor(opts), true)
+}
+
+// ExpectTryLock expects advisory's TryLock of key and answers acquired (false:
+// another session holds it, and TryLock returns advisory.ErrNotAcquired).
+func (m *Mock) ExpectTryLock(key keyspace.Key, acquired bool) *sqlmock.ExpectedQuery {
+	return m.expectAcquire(sqltext.Mode{Try: true}, key, 0, acquired)
+}
+
+// ExpectTryLockShared is ExpectTryLock for advisory's TryLockShared.
+func (m *Mock) ExpectTryLockShared(key keyspace.Key, acquired bool) *sqlmock.ExpectedQuery {
+	return m.expectAcquire(sqltext.Mode{Shared: true, Try: true}, key, 0, acquired)
+}
+
+// ExpectLockAll expects advisory's LockAll of keys (in any order: LockAll
+// sorts and de-duplicates them), and grants them all.
+func (m *Mock) ExpectLockAll(keys ...keyspace.Key) *sqlmock.ExpectedQuery {
+	ks := sorted(keys)
+	if len(ks) == 1 {
+		return m.expectAcquire(sqltext.Mode{}, ks[0], m.timeout, true)
+	}
+	q, args := sqltext.LockAll(style, sqltext.Mode{}, ks, m.timeout)
+	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"acquired", "pid"}).AddRow(int64(len(ks)), m.nextPID()))
+}
+
+// ExpectLockTimeout expects advisory's Lock of key and fails it as the
+// server does when lock_timeout runs out (SQLSTATE 55P03): Lock returns an
+// error matching advisory.ErrLockTimeout.
+func (m *Mock) ExpectLockTimeout(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	q, args := sqltext.Lock(style, sqltext.Mode{}, key, m.timeoutFor(opts))
+	return m.expect(q, args).WillReturnError(lockTimeoutError())
+}
+
+// ExpectLockConnLost expects advisory's Lock of key and loses the connection
+// under it, as a server that goes away mid-wait does: Lock returns an error
+// and the connection is not reused.
+func (m *Mock) ExpectLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	q, args := sqltext.Lock(style, sqltext.Mode{}, key, m.timeoutFor(opts))
+	return m.expect(q, args).WillReturnError(connLostError())
+}
+
+// ExpectUnlock expects the release of an exclusive lease on key and answers
+// released. False is what a server answers when the session no longer held
+// the lock: Release then returns an error matching advisory.ErrLockLost and
+// discards the connection.
+func (m *Mock) ExpectUnlock(key keyspace.Key, released bool) *sqlmock.ExpectedQuery {
+	q, args := sqltext.Unlock(style, false, key)
+	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(released))
+}
+
+// ExpectUnlockShared is ExpectUnlock for a shared lease.
+func (m *Mock) ExpectUnlockShared(key keyspace.Key, released bool) *sqlmock.ExpectedQuery {
+	q, args := sqltext.Unlock(style, true, key)
+	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(released))
+}
+
+// ExpectUnlockAll expects the release of a LockAll lease: one unlock per
+// key, in the order LockAll took them, each answering true.
+func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) {
+	for _, k := range sorted(keys) {
+		m.ExpectUnlock(k, true)
+	}
+}
+
+// ExpectKeepAlive expects one keepalive ping of a held lease and answers with
+// the pid of the latest acquire expectation, as the backend holding the lock
+// does.
+func (m *Mock) ExpectKeepAlive() *sqlmock.ExpectedQuery {
+	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID()))
+}
+
+// ExpectKeepAliveLost expects a keepalive ping and loses the connection
+// under it: the lease is lost (Lease.Lost is closed, Lease.Err matches
+// advisory.ErrLockLost, Do's context is cancelled).
+func (m *Mock) ExpectKeepAliveLost() *sqlmock.ExpectedQuery {
+	return m.expect(sqltext.Ping, nil).WillReturnError(connLostError())
+}
+
+// ExpectKeepAlivePooler expects a keepalive ping answered by another backend
+// than the one that took the lock, as through a pooler in transaction mode:
+// the lease is lost with advisory.ErrPooler.
+func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
+	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID() + 50000))
+}
+
+func (m *Mock) expectAcquire(mode sqltext.Mode, key keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {
+	q, args := sqltext.Lock(style, mode, key, timeout)
+	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"acquired", "pid"}).AddRow(acquired, m.nextPID()))
+}
+
+// sorted orders keys as advisory.LockAll and txlock.LockAll take them.
+func sorted(keys []keyspace.Key) []keyspace.Key {
+	ks := slices.Clone(keys)
+	slices.SortFunc(ks, keyspace.Compare)
+	return slices.Compact(ks)
+}
+
+// lockTimeoutError is the error a server returns when lock_timeout ends a
+// wait, as pgx reports it.
+func lockTimeoutError() error {
+	return &pgconn.PgError{Severity: "ERROR", Code: pgerr.LockNotAvailable, Message: "canceling statement due to lock timeout"}
+}
+
+// connLostError is what database/sql sees from a driver whose connection
+// broke.
+func connLostError() error { return driver.ErrBadConn }
