@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/testkit"
+	"github.com/pgadvisory/pgadvisory/itest"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// TestLsJSON holds a lock and has another session wait for it: "pglock ls
+// --json" lists both with the decoded key, namespace, pid and wait.
+func TestLsJSON(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		key := keyspace.Pair(7, 99)
+		lease := d.hold(t, key, false)
+		big := keyspace.Hash(lockName(t))
+		bigLease := d.hold(t, big, true)
+
+		// A waiter: another session blocks on key until the test lets go.
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := advisory.New(d.db).Lock(ctx, key)
+			if err == nil {
+				_ = l.Release(context.Background())
+			} else if !errors.Is(err, context.Canceled) {
+				t.Errorf("waiter: %v", err)
+			}
+		}()
+		defer wg.Wait()
+		defer cancel()
+
+		var rows []lsRow
+		waitFor(t, 20*time.Second, "ls to show the holder and the waiter", func() bool {
+			r := pglock(t, d.env, "ls", "--json", "--driver", driver, "--names", "jobs=7")
+			if r.code != 0 {
+				t.Fatalf("pglock ls --json: %v", r)
+			}
+			rows = nil
+			if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+				t.Fatalf("pglock ls --json: %v\n%v", err, r)
+			}
+			return len(rows) == 3
+		})
+		// Sorted: bigint keys first, then the pair; holder before waiter.
+		b, h, w := rows[0], rows[1], rows[2]
+		if b.Key != big.String() || b.Form != "bigint" || b.Int64 == nil || b.Mode != "shared" || !b.Granted || b.PID != bigLease.PID() {
+			t.Errorf("bigint row: %+v, want key %v shared held by %d", b, big, bigLease.PID())
+		}
+		if h.Key != "(7,99)" || h.Name != "jobs/99" || h.Namespace != "jobs" || h.Form != "pair" ||
+			h.ClassID != 7 || h.ObjID != 99 || h.ObjSubID != 2 || h.Mode != "exclusive" || !h.Granted || h.PID != lease.PID() {
+			t.Errorf("holder row: %+v, want (7,99) jobs/99 exclusive held by %d", h, lease.PID())
+		}
+		if !strings.HasPrefix(h.ApplicationName, "") || h.BackendStart == nil || h.HeldAtMostSeconds <= 0 {
+			t.Errorf("holder row lacks session times: %+v", h)
+		}
+		if w.Key != "(7,99)" || w.Granted || w.PID == lease.PID() || w.WaitStart == nil || w.WaitingSeconds < 0 {
+			t.Errorf("waiter row: %+v", w)
+		}
+
+		// The table form names the same.
+		r := pglock(t, d.env, "ls", "--driver", driver, "--names", "jobs=7")
+		if r.code != 0 || !regexp.MustCompile(`jobs/99\s+exclusive\s+held\s+<= \S+\s+`+strconv.Itoa(lease.PID())).MatchString(r.stdout) ||
+			!regexp.MustCompile(`jobs/99\s+exclusive\s+waiting\s+`).MatchString(r.stdout) {
+			t.Errorf("pglock ls:\n%v", r)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+// TestLsEmpty: nothing held, nothing listed.
+func TestLsEmpty(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		if r := pglock(t, d.env, "ls", "--json", "--driver", driver); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+			t.Errorf("pglock ls --json: %v", r)
+		}
+		if r := pglock(t, d.env, "ls", "--driver", driver); r.code != 0 || !strings.Contains(r.stdout, "no advisory locks") {
+			t.Errorf("pglock ls: %v", r)
+		}
+	})
+}
+
+// TestConnErrors: a bad connection string, a refused port and a server that
+// never answers each give a clear error naming where, and the documented
+// exit status (1 for ls, 69 for run), on both drivers.
+func TestConnErrors(t *testing.T) {
+	// A port where nothing listens.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	// A port that accepts and then says nothing.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		silent.Close()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+
+	cases := []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"bad-url", []string{"DATABASE_URL=postgres://u@host:notaport/db"}, []string{"bad connection string from DATABASE_URL"}},
+		{"bad-keywords", []string{"DATABASE_URL=host=x port"}, []string{"bad connection string from DATABASE_URL", "not keyword=value"}},
+		{"bad-scheme", []string{"DATABASE_URL=mysql://u@h/db"}, []string{"postgres://"}},
+		{"bad-pgport", []string{"PGHOST=127.0.0.1", "PGPORT=x"}, []string{"PGPORT"}},
+		{"refused", []string{"DATABASE_URL=postgres://u@" + refused + "/db?sslmode=disable"}, []string{"cannot connect to PostgreSQL at " + refused, `user "u"`, `database "db"`}},
+		{"refused-pg-env", []string{"PGHOST=127.0.0.1", "PGPORT=" + refused[strings.LastIndex(refused, ":")+1:], "PGUSER=u", "PGSSLMODE=disable"},
+			[]string{"cannot connect to PostgreSQL at " + refused, "PG* environment"}},
+		{"silent", []string{"DATABASE_URL=postgres://u@" + silent.Addr().String() + "/db?sslmode=disable&connect_timeout=1"},
+			[]string{"cannot connect to PostgreSQL at " + silent.Addr().String(), "no answer within 1s"}},
+	}
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				for _, args := range [][]string{{"ls", "--driver", driver}, {"run", "--driver", driver, "x", "--", "sh", "-c", "echo ran"}} {
+					r := pglock(t, tc.env, args...)
+					want := exitError
+					if args[0] == "run" {
+						want = exitUnavailable
+					}
+					if r.code != want || r.stdout != "" {
+						t.Errorf("pglock %s: want exit %d and no output: %v", args[0], want, r)
+					}
+					for _, w := range tc.want {
+						if !strings.Contains(r.stderr, w) {
+							t.Errorf("pglock %s: stderr lacks %q:\n%s", args[0], w, r.stderr)
+						}
+					}
+					if tc.name == "silent" && r.took > 10*time.Second {
+						t.Errorf("pglock %s took %v with connect_timeout=1", args[0], r.took)
+					}
+				}
+			})
+		}
+	})
+}
+
+// TestDemo runs "pglock demo" against a test database: updates are lost
+// without a lock and none under txlock or advisory.
+func TestDemo(t *testing.T) {
+	row := regexp.MustCompile(`(?m)^\s*(no lock|txlock|advisory)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s*$`)
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		d := newTestDB(t, driver)
+		r := pglock(t, d.env, "demo", "--driver", driver)
+		if r.code != 0 {
+			t.Fatalf("pglock demo: %v", r)
+		}
+		lost := map[string]int{}
+		for _, m := range row.FindAllStringSubmatch(r.stdout, -1) {
+			lost[m[1]], _ = strconv.Atoi(m[4])
+			if exp, _ := strconv.Atoi(m[2]); exp != defaultWorkers*defaultIncrements {
+				t.Errorf("expected total %d, want %d", exp, defaultWorkers*defaultIncrements)
+			}
+		}
+		if len(lost) != 3 || lost["no lock"] <= 0 || lost["txlock"] != 0 || lost["advisory"] != 0 {
+			t.Fatalf("lost updates %v, want >0 without a lock and 0 with:\n%v", lost, r)
+		}
+		if !strings.Contains(r.stdout, "orders/42 = (1,42)") || !strings.Contains(r.stdout, "(1, 42, 2)") {
+			t.Errorf("demo does not show the lock as in pg_locks:\n%s", r.stdout)
+		}
+		t.Logf("lost without a lock: %d of %d\n%s", lost["no lock"], defaultWorkers*defaultIncrements, r.stdout)
+		// Its table is gone.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var n int
+		if err := d.db.QueryRowContext(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pglock_demo_%'").Scan(&n); err != nil || n != 0 {
+			t.Errorf("demo tables left: %d (%v)", n, err)
+		}
+		testkit.WaitNoAdvisoryLocks(t, d.db)
+	})
+}
