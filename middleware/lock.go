@@ -1,0 +1,167 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// Lock returns middleware that runs each request under a session advisory
+// lock on the key keyFn derives from it, taken from locker.
+//
+// The lock is exclusive (shared for GET and HEAD with SharedForSafeMethods).
+// By default the middleware does not wait: a key held elsewhere is answered
+// 409 with Retry-After (FailFast); with WaitUpTo it waits up to a bound and
+// then answers 503. At most MaxWaiters requests of this middleware acquire at
+// the same time; more are answered 503 at once. See the package
+// documentation for every answer and for sizing the connection pool.
+//
+// While the handler runs, the request context carries the lease (see Lease)
+// and is cancelled if the lock is lost (the lease's keepalive failed, its
+// backend was terminated), with a cause that wraps advisory.ErrLockLost:
+// check ctx.Done() before writes that the lock protects, or make them on the
+// holding connection (Lease(ctx).Tx, where advisory offers it). The lease is
+// released when the handler returns, also when it panics (the panic then
+// continues).
+//
+// Lock panics if locker or keyFn is nil or an option is invalid.
+func Lock(locker *advisory.Locker, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
+	if locker == nil {
+		panic("middleware: Lock with a nil *advisory.Locker")
+	}
+	if keyFn == nil {
+		panic("middleware: Lock with a nil KeyFunc")
+	}
+	c := newConfig(opts)
+	if c.txOpts != nil {
+		panic("middleware: WithTxOptions applies to TxLock, not Lock")
+	}
+	w := &waiters{max: int64(c.maxWaiters)}
+	return func(next http.Handler) http.Handler {
+		if next == nil {
+			panic("middleware: Lock around a nil http.Handler")
+		}
+		return &lockHandler{next: next, locker: locker, keyFn: keyFn, cfg: &c, waiters: w}
+	}
+}
+
+type lockHandler struct {
+	next    http.Handler
+	locker  *advisory.Locker
+	keyFn   KeyFunc
+	cfg     *config
+	waiters *waiters
+}
+
+type leaseKey struct{}
+
+// Lease returns the lease that Lock, Singleton or Keyed holds for the request
+// or job whose context ctx is, or nil.
+func Lease(ctx context.Context) *advisory.Lease {
+	ls, _ := ctx.Value(leaseKey{}).(*advisory.Lease)
+	return ls
+}
+
+func (h *lockHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := h.cfg
+	key, err := h.keyFn(r)
+	if err != nil {
+		c.reject(w, r, keyspace.Key{}, fmt.Errorf("%w: %w", ErrBadKey, err))
+		return
+	}
+	shared := c.sharedSafe && (r.Method == http.MethodGet || r.Method == http.MethodHead)
+	if !h.waiters.enter() {
+		c.reject(w, r, key, ErrTooManyWaiters)
+		return
+	}
+	var start time.Time
+	if c.hooks.Acquired != nil {
+		start = time.Now()
+	}
+	lease, err := h.acquire(r.Context(), key, shared)
+	h.waiters.leave()
+	if err != nil {
+		c.reject(w, r, key, err)
+		return
+	}
+	if c.hooks.Acquired != nil {
+		c.hooks.Acquired(r, key, time.Since(start))
+	}
+
+	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), leaseKey{}, lease))
+	go h.watch(ctx, cancel, lease, r, key)
+	defer h.release(ctx, cancel, lease, r, key)
+	h.next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// acquire takes key as the wait policy says and maps a failure to the reason
+// the client is told.
+func (h *lockHandler) acquire(ctx context.Context, key keyspace.Key, shared bool) (*advisory.Lease, error) {
+	if h.cfg.wait == 0 {
+		var lease *advisory.Lease
+		var err error
+		if shared {
+			lease, err = h.locker.TryLockShared(ctx, key)
+		} else {
+			lease, err = h.locker.TryLock(ctx, key)
+		}
+		switch {
+		case err == nil:
+			return lease, nil
+		case errors.Is(err, advisory.ErrNotAcquired):
+			return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, h.cfg.wait)
+	defer cancel()
+	var lease *advisory.Lease
+	var err error
+	if shared {
+		lease, err = h.locker.LockShared(wctx, key)
+	} else {
+		lease, err = h.locker.Lock(wctx, key)
+	}
+	switch {
+	case err == nil:
+		return lease, nil
+	case errors.Is(err, advisory.ErrLockTimeout),
+		errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
+		return nil, fmt.Errorf("%w: %w", ErrWaitTimeout, err)
+	}
+	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// watch cancels the request context with the loss error if the lease is lost
+// before the handler returns.
+func (h *lockHandler) watch(ctx context.Context, cancel context.CancelCauseFunc, lease *advisory.Lease, r *http.Request, key keyspace.Key) {
+	select {
+	case <-ctx.Done():
+	case <-lease.Lost():
+		err := lease.Err()
+		if f := h.cfg.hooks.Lost; f != nil {
+			f(r, key, err)
+		}
+		h.cfg.log(ctx, slog.LevelWarn, "middleware: lock lost, request cancelled", r, key, err)
+		cancel(err)
+	}
+}
+
+// release ends the request context (stopping the watcher and whatever the
+// handler left running on it) and gives the lock back.
+func (h *lockHandler) release(ctx context.Context, cancel context.CancelCauseFunc, lease *advisory.Lease, r *http.Request, key keyspace.Key) {
+	cancel(nil)
+	if err := lease.Release(ctx); err != nil {
+		select {
+		case <-lease.Lost(): // logged by watch
+		default:
+			h.cfg.log(ctx, slog.LevelError, "middleware: release failed", r, key, err)
+		}
+	}
+}

@@ -1,0 +1,211 @@
+package middleware
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
+	"github.com/pgadvisory/pgadvisory/txlock"
+)
+
+// TxLock returns middleware that runs each request in a transaction of db
+// that holds a transaction advisory lock on the key keyFn derives from it.
+// The handler gets the transaction from the request context (Tx) and must
+// not commit or roll it back itself.
+//
+// The handler succeeds when the status it writes is below 400, or when it
+// writes nothing at all (net/http then answers 200). The transaction ends
+// when that status is known, before it is sent: at the first WriteHeader
+// (1xx informational statuses aside), Write or Flush, or when the handler
+// returns without writing. Below 400 it commits, and a failed commit is
+// answered 500 (ErrCommitFailed) instead of the handler's status, whose
+// later writes are then dropped (Write returns an error); from 400 on it
+// rolls back. So do all the work on the transaction before writing the
+// response: after that, Tx's transaction is done. If the handler panics, the
+// transaction is rolled back and the panic continues.
+//
+// The wait policy, the waiter cap, the shared mode for safe methods and the
+// answers are those of Lock. WaitUpTo bounds the wait with the server's
+// lock_timeout on the lock statement only; beginning the transaction waits
+// for a connection as long as the request context allows. The transaction
+// is bound to the request context: a client that goes away rolls it back.
+//
+// TxLock panics if db or keyFn is nil or an option is invalid.
+func TxLock(db *sql.DB, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
+	if db == nil {
+		panic("middleware: TxLock with a nil *sql.DB")
+	}
+	if keyFn == nil {
+		panic("middleware: TxLock with a nil KeyFunc")
+	}
+	c := newConfig(opts)
+	lockOpts := make([]txlock.Option, 0, 3)
+	lockOpts = append(lockOpts, txlock.WithDriver(db.Driver()))
+	if c.wait == 0 {
+		lockOpts = append(lockOpts, txlock.WithTry())
+	} else {
+		lockOpts = append(lockOpts, txlock.WithLockTimeout(c.wait))
+	}
+	h := &txHandler{db: db, keyFn: keyFn, cfg: &c, waiters: &waiters{max: int64(c.maxWaiters)}}
+	h.exclusive = lockOpts
+	h.shared = append(lockOpts[:len(lockOpts):len(lockOpts)], txlock.WithShared())
+	return func(next http.Handler) http.Handler {
+		if next == nil {
+			panic("middleware: TxLock around a nil http.Handler")
+		}
+		hh := *h
+		hh.next = next
+		return &hh
+	}
+}
+
+type txHandler struct {
+	next      http.Handler
+	db        *sql.DB
+	keyFn     KeyFunc
+	cfg       *config
+	waiters   *waiters
+	exclusive []txlock.Option
+	shared    []txlock.Option
+}
+
+type txKey struct{}
+
+// Tx returns the transaction that TxLock opened for the request whose
+// context ctx is, or nil.
+func Tx(ctx context.Context) *sql.Tx {
+	tx, _ := ctx.Value(txKey{}).(*sql.Tx)
+	return tx
+}
+
+func (h *txHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c := h.cfg
+	key, err := h.keyFn(r)
+	if err != nil {
+		c.reject(w, r, keyspace.Key{}, fmt.Errorf("%w: %w", ErrBadKey, err))
+		return
+	}
+	opts := h.exclusive
+	if c.sharedSafe && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		opts = h.shared
+	}
+	if !h.waiters.enter() {
+		c.reject(w, r, key, ErrTooManyWaiters)
+		return
+	}
+	tx, err := h.begin(r.Context(), key, opts)
+	h.waiters.leave()
+	if err != nil {
+		c.reject(w, r, key, err)
+		return
+	}
+
+	tw := &txWriter{ResponseWriter: w, h: h, r: r, tx: tx, key: key}
+	finished := false
+	defer func() {
+		if !finished { // the handler panicked
+			_ = tx.Rollback()
+		}
+	}()
+	h.next.ServeHTTP(tw, r.WithContext(context.WithValue(r.Context(), txKey{}, tx)))
+	finished = true
+	if !tw.decided {
+		tw.decide(http.StatusOK) // no write: success; a failed commit is answered 500
+	}
+}
+
+// begin opens the transaction and takes the lock, mapping a failure to the
+// reason the client is told; on failure nothing is left open.
+func (h *txHandler) begin(ctx context.Context, key keyspace.Key, opts []txlock.Option) (*sql.Tx, error) {
+	tx, err := h.db.BeginTx(ctx, h.cfg.txOpts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: begin: %w", ErrUnavailable, err)
+	}
+	err = txlock.Lock(ctx, tx, key, opts...)
+	if err == nil {
+		return tx, nil
+	}
+	_ = tx.Rollback()
+	switch {
+	case errors.Is(err, txlock.ErrNotAcquired):
+		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+	case errors.Is(err, txlock.ErrLockTimeout):
+		return nil, fmt.Errorf("%w: %w", ErrWaitTimeout, err)
+	}
+	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// txWriter ends the transaction when the handler's status becomes known,
+// before the status is sent.
+type txWriter struct {
+	http.ResponseWriter
+	h       *txHandler
+	r       *http.Request
+	tx      *sql.Tx
+	key     keyspace.Key
+	decided bool // the transaction has ended
+	failed  bool // the commit failed and the 500 went out instead
+}
+
+// decide commits (status < 400) or rolls back, and reports whether the
+// handler's status may still be sent.
+func (tw *txWriter) decide(status int) bool {
+	tw.decided = true
+	c := tw.h.cfg
+	if status >= 400 {
+		if err := tw.tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) {
+			c.log(tw.r.Context(), slog.LevelError, "middleware: rollback failed", tw.r, tw.key, err)
+		}
+		return true
+	}
+	if err := tw.tx.Commit(); err != nil {
+		tw.failed = true
+		c.reject(tw.ResponseWriter, tw.r, tw.key, fmt.Errorf("%w: %w", ErrCommitFailed, err))
+		return false
+	}
+	return true
+}
+
+// WriteHeader ends the transaction for status (but for 1xx) and sends it.
+func (tw *txWriter) WriteHeader(status int) {
+	switch {
+	case tw.failed:
+		return
+	case tw.decided, status < 200:
+		tw.ResponseWriter.WriteHeader(status)
+	case tw.decide(status):
+		tw.ResponseWriter.WriteHeader(status)
+	}
+}
+
+// Write ends the transaction as a 200 if no status was written.
+func (tw *txWriter) Write(b []byte) (int, error) {
+	if !tw.decided {
+		tw.decide(http.StatusOK)
+	}
+	if tw.failed {
+		return 0, ErrCommitFailed
+	}
+	return tw.ResponseWriter.Write(b)
+}
+
+// Flush ends the transaction as a 200 if no status was written, then
+// flushes if the underlying writer can.
+func (tw *txWriter) Flush() {
+	if !tw.decided {
+		tw.decide(http.StatusOK)
+	}
+	if tw.failed {
+		return
+	}
+	if f, ok := tw.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (tw *txWriter) Unwrap() http.ResponseWriter { return tw.ResponseWriter }

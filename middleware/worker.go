@@ -1,0 +1,160 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// Singleton wraps a periodic job so that, of all the processes (and
+// goroutines) that run it at the same time, only the one that wins key runs
+// it. Each call of the returned function tries the lock once (TryLock); if
+// another session holds it, the call returns an error wrapping ErrSkipped at
+// once and job does not run. Otherwise job runs with a context that carries
+// the lease (Lease) and is cancelled, with a cause wrapping
+// advisory.ErrLockLost, if the lock is lost; the lock is released when job
+// returns or panics.
+//
+// The returned function returns ErrSkipped, the acquire's error, an error
+// wrapping advisory.ErrLockLost if the lock was lost while job ran (joined
+// with job's error), job's error, or the release's error, in that order.
+//
+// A job that finishes before the others have tried lets a latecomer win the
+// same round; schedulers that need "once per period" should also record the
+// period done (e.g. in a table, on the lease's connection).
+//
+// Singleton panics if locker or job is nil.
+func Singleton(locker *advisory.Locker, key keyspace.Key, job func(ctx context.Context) error) func(ctx context.Context) error {
+	if locker == nil {
+		panic("middleware: Singleton with a nil *advisory.Locker")
+	}
+	if job == nil {
+		panic("middleware: Singleton with a nil job")
+	}
+	return func(ctx context.Context) error {
+		lease, err := locker.TryLock(ctx, key)
+		if err != nil {
+			if errors.Is(err, advisory.ErrNotAcquired) {
+				return fmt.Errorf("middleware: job %v: %w", key, ErrSkipped)
+			}
+			return err
+		}
+		return runHeld(ctx, lease, job)
+	}
+}
+
+// Keyed runs functions one per key at a time across all processes that use
+// the same database, and functions of different keys in parallel: the shape
+// of a queue consumer that must not process two messages of one order
+// together. Within a process, callers of one key queue up in memory first, so
+// a hot key pins one connection of the pool, not one per waiting message.
+// A Keyed is safe for concurrent use.
+type Keyed struct {
+	locker *advisory.Locker
+
+	mu    sync.Mutex
+	turns map[keyspace.Key]*turn
+}
+
+// turn serialises the callers of one key inside the process.
+type turn struct {
+	sem  chan struct{}
+	refs int
+}
+
+// NewKeyed returns a Keyed over locker. It panics if locker is nil.
+func NewKeyed(locker *advisory.Locker) *Keyed {
+	if locker == nil {
+		panic("middleware: NewKeyed with a nil *advisory.Locker")
+	}
+	return &Keyed{locker: locker, turns: map[keyspace.Key]*turn{}}
+}
+
+// Handle waits until no other caller, in this process or another, runs a
+// function for key, then runs fn under key's exclusive session lock. The
+// wait is bounded by ctx only (and by the Locker's WithLockTimeout). fn's
+// context carries the lease (Lease) and is cancelled, with a cause wrapping
+// advisory.ErrLockLost, if the lock is lost; the lock is released when fn
+// returns or panics.
+//
+// Handle returns the wait's error (wrapping ctx's), an error wrapping
+// advisory.ErrLockLost if the lock was lost while fn ran (joined with fn's
+// error), fn's error, or the release's error, in that order.
+func (k *Keyed) Handle(ctx context.Context, key keyspace.Key, fn func(ctx context.Context) error) error {
+	if fn == nil {
+		return errors.New("middleware: Keyed.Handle with a nil function")
+	}
+	t := k.enter(key)
+	defer k.leave(key, t)
+	select {
+	case t.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("middleware: handle %v: %w", key, context.Cause(ctx))
+	}
+	defer func() { <-t.sem }()
+	lease, err := k.locker.Lock(ctx, key)
+	if err != nil {
+		return err
+	}
+	return runHeld(ctx, lease, fn)
+}
+
+func (k *Keyed) enter(key keyspace.Key) *turn {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	t := k.turns[key]
+	if t == nil {
+		t = &turn{sem: make(chan struct{}, 1)}
+		k.turns[key] = t
+	}
+	t.refs++
+	return t
+}
+
+func (k *Keyed) leave(key keyspace.Key, t *turn) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if t.refs--; t.refs == 0 {
+		delete(k.turns, key)
+	}
+}
+
+// runHeld runs fn while lease is held, with a context cancelled on loss, and
+// releases the lease when fn returns or panics.
+func runHeld(ctx context.Context, lease *advisory.Lease, fn func(context.Context) error) error {
+	fctx, cancel := context.WithCancelCause(context.WithValue(ctx, leaseKey{}, lease))
+	go func() {
+		select {
+		case <-fctx.Done():
+		case <-lease.Lost():
+			cancel(lease.Err())
+		}
+	}()
+	done := false
+	defer func() {
+		if !done { // fn panicked
+			cancel(nil)
+			_ = lease.Release(ctx)
+		}
+	}()
+	ferr := fn(fctx)
+	done = true
+	cancel(nil)
+	rerr := lease.Release(ctx)
+	select {
+	case <-lease.Lost():
+		if ferr != nil {
+			return fmt.Errorf("%w (%w)", lease.Err(), ferr)
+		}
+		return lease.Err()
+	default:
+	}
+	if ferr != nil {
+		return ferr
+	}
+	return rerr
+}
