@@ -48,6 +48,7 @@ type Ticket[K comparable] struct {
 	shared bool
 	state  uint8         // guarded by q.mu
 	ready  chan struct{} // closed when a waiting ticket is granted; nil if granted at once
+	value  any           // what Handoff passed along with the grant
 
 	prev, next *Ticket[K] // neighbours in the wait list, guarded by q.mu
 }
@@ -58,11 +59,19 @@ func (t *Ticket[K]) Key() K { return t.key }
 // Shared reports whether the ticket was granted in shared mode.
 func (t *Ticket[K]) Shared() bool { return t.shared }
 
+// Value returns the value that the previous holder passed with Handoff, or
+// nil if the ticket was granted by a plain Release or at once. Read it after
+// Lock returns.
+func (t *Ticket[K]) Value() any { return t.value }
+
 // Lock waits for key in exclusive mode: until every earlier ticket for key
 // has been released and no other is held. On success the caller holds the
 // returned ticket. If ctx ends first, Lock returns ctx.Err() and leaves the
-// queue as if it had never been called (a grant that raced with the end of
-// ctx is passed on to the next waiter). A ctx already done never acquires.
+// queue as if it had never been called: a plain grant that raced with the end
+// of ctx is passed on to the next waiter. A grant that carries a Handoff
+// value cannot be passed on without losing the value, so it wins the race:
+// Lock returns the ticket and a nil error even though ctx has ended. A ctx
+// already done never acquires.
 func (q *Queue[K]) Lock(ctx context.Context, key K) (*Ticket[K], error) {
 	return q.acquire(ctx, key, false)
 }
@@ -163,6 +172,11 @@ func (q *Queue[K]) acquire(ctx context.Context, key K, shared bool) (*Ticket[K],
 	case <-ctx.Done():
 	}
 	q.mu.Lock()
+	if t.state == held && t.value != nil {
+		// A handed-off value (a held server lock) must not be dropped.
+		q.mu.Unlock()
+		return t, nil
+	}
 	if t.state == held {
 		// Granted between the end of ctx and now: give it on, as if this
 		// call had never queued.
@@ -191,6 +205,39 @@ func (t *Ticket[K]) Release() {
 		panic("keyqueue: Release of a ticket that is not held")
 	}
 	q.releaseLocked(t)
+}
+
+// Handoff passes an exclusive ticket straight to the first waiter, if that
+// waiter wants the key exclusively, together with v (which must not be nil):
+// the waiter's Lock returns with Value() == v, and the key is never free in
+// between. It reports whether it did; if not (nobody waits, the first waiter
+// wants it shared, or the ticket is shared), nothing changed and the caller
+// still holds the ticket. After a true result the ticket is released.
+//
+// This lets the holder of a server-side lock hand the held lock itself to
+// the next goroutine of the process instead of unlocking and letting it lock
+// again. It panics if the ticket is not held or v is nil.
+func (t *Ticket[K]) Handoff(v any) bool {
+	if v == nil {
+		panic("keyqueue: Handoff of a nil value")
+	}
+	q := t.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t.state != held {
+		panic("keyqueue: Handoff of a ticket that is not held")
+	}
+	e := t.e
+	h := e.head
+	if t.shared || h == nil || h.shared {
+		return false
+	}
+	e.remove(h)
+	t.state = done
+	h.state = held
+	h.value = v
+	close(h.ready)
+	return true
 }
 
 func (q *Queue[K]) releaseLocked(t *Ticket[K]) {

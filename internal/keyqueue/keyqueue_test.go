@@ -335,7 +335,7 @@ func TestNoGoroutinePerWaiter(t *testing.T) {
 		}()
 	}
 	waitFor(t, "all queued", func() bool { return q.Waiting("k") == n })
-	if g := runtime.NumGoroutine() - base; g != n {
+	if g := runtime.NumGoroutine() - base; g > n {
 		t.Errorf("%d goroutines for %d waiters", g, n)
 	}
 	h.Release()
