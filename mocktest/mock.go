@@ -24,6 +24,7 @@ type Mock struct {
 	sqlmock.Sqlmock
 
 	db      *sql.DB
+	keep    driver.Conn // holds the mock open (see Open)
 	timeout time.Duration
 
 	mu  sync.Mutex
@@ -58,7 +59,7 @@ var dsnSeq atomic.Int64
 
 // New returns a database backed by a fresh mock, and the mock. The query
 // matcher is sqlmock.QueryMatcherEqual. When the test ends, the test fails if
-// an expectation is left unmet, and the database is closed.
+// an expectation is left unmet, and the mock is closed.
 func New(tb testing.TB, opts ...Option) (*sql.DB, *Mock) {
 	tb.Helper()
 	return newMock(tb, opts...)
@@ -66,6 +67,22 @@ func New(tb testing.TB, opts ...Option) (*sql.DB, *Mock) {
 
 func newMock(t testingT, opts ...Option) (*sql.DB, *Mock) {
 	t.Helper()
+	db, m, err := Open(opts...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.ExpectationsWereMet(); err != nil {
+			t.Errorf("mocktest: %v", err)
+		}
+		m.Close()
+	})
+	return db, m
+}
+
+// Open is New for code without a testing.TB, such as an Example: the caller
+// checks m.ExpectationsWereMet and calls m.Close.
+func Open(opts ...Option) (*sql.DB, *Mock, error) {
 	var c config
 	for _, o := range opts {
 		if o != nil {
@@ -75,7 +92,7 @@ func newMock(t testingT, opts ...Option) (*sql.DB, *Mock) {
 	dsn := fmt.Sprintf("mocktest_%d", dsnSeq.Add(1))
 	db, sm, err := sqlmock.NewWithDSN(dsn, sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
 	if err != nil {
-		t.Fatalf("mocktest: %v", err)
+		return nil, nil, fmt.Errorf("mocktest: %w", err)
 	}
 	// sqlmock forgets a mock once its last driver connection closes, after
 	// which the pool cannot open another. Code under test discards
@@ -83,17 +100,18 @@ func newMock(t testingT, opts ...Option) (*sql.DB, *Mock) {
 	// outside the pool for the mock's lifetime.
 	keep, err := db.Driver().Open(dsn)
 	if err != nil {
-		t.Fatalf("mocktest: %v", err)
+		db.Close()
+		return nil, nil, fmt.Errorf("mocktest: %w", err)
 	}
-	m := &Mock{Sqlmock: sm, db: db, timeout: c.timeout, pid: firstPID - 1}
-	t.Cleanup(func() {
-		if err := sm.ExpectationsWereMet(); err != nil {
-			t.Errorf("mocktest: %v", err)
-		}
-		_ = db.Close()   // sqlmock reports an unexpected Close; that is not the test's concern
-		_ = keep.Close() // likewise
-	})
-	return db, m
+	return db, &Mock{Sqlmock: sm, db: db, keep: keep, timeout: c.timeout, pid: firstPID - 1}, nil
+}
+
+// Close closes the mocked database. New's cleanup calls it.
+func (m *Mock) Close() {
+	// sqlmock reports each Close as unexpected; that is no concern of the
+	// code under test.
+	_ = m.db.Close()
+	_ = m.keep.Close()
 }
 
 // firstPID is the backend pid the first acquire expectation answers with.

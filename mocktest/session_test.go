@@ -191,7 +191,7 @@ func TestSessionFailures(t *testing.T) {
 			m.ExpectKeepAlive()
 			m.ExpectKeepAlive()
 			c.expect(m)
-			lease, err := m.Locker(advisory.WithKeepAlive(10 * time.Millisecond)).Lock(ctx, keyA)
+			lease, err := m.Locker(advisory.WithKeepAlive(10*time.Millisecond)).Lock(ctx, keyA)
 			if err != nil {
 				t.Fatal(err)
 			}

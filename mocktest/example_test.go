@@ -1,0 +1,84 @@
+package mocktest_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
+	"github.com/pgadvisory/pgadvisory/middleware"
+	"github.com/pgadvisory/pgadvisory/mocktest"
+)
+
+// A user's HTTP handler, wrapped by the locking middleware, tested with no
+// database: the mock answers the lock statements the middleware sends.
+// (In a test, mocktest.New(t) does the Open, the check and the Close.)
+func Example_middleware() {
+	db, m, err := mocktest.Open()
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	// The application: PUT /orders/{id} runs one at a time per order.
+	orders := keyspace.MustNamespace("orders", 1)
+	updateOrder := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "updated order", r.PathValue("id"))
+	})
+	mux := http.NewServeMux()
+	lock := middleware.Lock(m.Locker(), middleware.PathValue(orders, "id")) // fail fast: 409 when held
+	mux.Handle("PUT /orders/{id}", lock(updateOrder))
+
+	// First request: the lock is free; it is released after the handler.
+	m.ExpectTryLock(orders.ID(42), true)
+	m.ExpectUnlock(orders.ID(42), true)
+	// Second request: another process holds the order.
+	m.ExpectTryLock(orders.ID(42), false)
+
+	for range 2 {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("PUT", "/orders/42", nil))
+		fmt.Println(rec.Code, rec.Header().Get("Retry-After") != "")
+	}
+	fmt.Println("expectations met:", m.ExpectationsWereMet() == nil, db.Stats().InUse == 0)
+	// Output:
+	// 200 false
+	// 409 true
+	// expectations met: true true
+}
+
+// The transaction-scoped middleware: the handler works on the transaction
+// that holds the lock, and the mock expects the whole unit of work.
+func Example_txMiddleware() {
+	db, m, err := mocktest.Open()
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+
+	invoices := keyspace.MustNamespace("invoices", 2)
+	pay := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tx := middleware.Tx(r.Context())
+		if _, err := tx.ExecContext(r.Context(), "UPDATE invoices SET paid = true WHERE id = $1", r.PathValue("id")); err != nil {
+			http.Error(w, "failed", http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux := http.NewServeMux()
+	mux.Handle("POST /invoices/{id}/pay", middleware.TxLock(db, middleware.PathValue(invoices, "id"),
+		middleware.WaitUpTo(2*time.Second))(pay))
+
+	m.ExpectBegin()
+	m.ExpectXactLock(invoices.ID(7), mocktest.WithLockTimeout(2*time.Second))
+	m.ExpectExec("UPDATE invoices SET paid = true WHERE id = $1").WithArgs("7").WillReturnResult(sqlmock.NewResult(0, 1))
+	m.ExpectCommit()
+
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/invoices/7/pay", nil))
+	fmt.Println(rec.Code, m.ExpectationsWereMet())
+	// Output: 204 <nil>
+}
