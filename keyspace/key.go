@@ -71,7 +71,16 @@ func (k Key) Less(o Key) bool {
 	if k.pair != o.pair {
 		return !k.pair
 	}
-	return k.v < o.v
+	if !k.pair {
+		return k.v < o.v
+	}
+	// The packed form holds b as unsigned; compare the signed halves.
+	ka, kb, _ := k.Pair()
+	oa, ob, _ := o.Pair()
+	if ka != oa {
+		return ka < oa
+	}
+	return kb < ob
 }
 
 // Compare returns -1, 0 or +1 as k sorts before, equal to or after o in the
