@@ -1,0 +1,93 @@
+package soak_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+	"github.com/pgadvisory/pgadvisory/internal/testkit"
+	"github.com/pgadvisory/pgadvisory/itest"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+	"github.com/pgadvisory/pgadvisory/txlock"
+)
+
+// manyKeys is more advisory locks than the small server's lock table holds
+// (max_locks_per_transaction 10 x max_connections 20, plus the shared
+// memory slack PostgreSQL keeps, is a few thousand entries).
+const manyKeys = 4_000
+
+func keysFrom(base, n int) []keyspace.Key {
+	ks := make([]keyspace.Key, n)
+	for i := range ks {
+		ks[i] = keyspace.Int64(int64(base + i))
+	}
+	return ks
+}
+
+// TestOutOfLockMemory fills the lock table of a private server with a small
+// max_locks_per_transaction: the error maps to ErrOutOfLockMemory in both
+// packages, nothing stays locked, and the server is usable afterwards.
+func TestOutOfLockMemory(t *testing.T) {
+	srv := itest.NewServer(t, itest.Config{Settings: map[string]string{
+		"max_locks_per_transaction": "10",
+		"max_connections":           "20",
+	}})
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		dsn := srv.NewDatabase(t)
+		db := itest.OpenDSN(t, driver, dsn)
+		admin := itest.OpenDSN(t, "postgres", dsn)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+
+		// Session locks: all or nothing, the connection thrown away.
+		l := advisory.New(db)
+		start := time.Now()
+		lease, err := l.LockAll(ctx, keysFrom(0, manyKeys)...)
+		if lease != nil {
+			lease.Release(ctx)
+			t.Fatalf("LockAll of %d keys succeeded; the lock table is larger than expected", manyKeys)
+		}
+		t.Logf("advisory.LockAll(%d keys) failed after %v: %s", manyKeys, time.Since(start).Round(time.Millisecond), clip(err))
+		if !errors.Is(err, advisory.ErrOutOfLockMemory) {
+			t.Fatalf("LockAll error %v, want ErrOutOfLockMemory", err)
+		}
+		if pgerr.SQLState(err) != pgerr.OutOfMemory {
+			t.Fatalf("driver error lost from the chain: SQLSTATE %q", pgerr.SQLState(err))
+		}
+		testkit.WaitNoAdvisoryLocks(t, admin)
+		testkit.WaitConnsIdle(t, db)
+
+		// Transaction locks: the transaction fails, the rollback frees all.
+		start = time.Now()
+		err = txlock.Do(ctx, db, keyspace.Int64(-1), func(tx *sql.Tx) error {
+			return txlock.LockAll(ctx, tx, keysFrom(0, manyKeys)...)
+		})
+		t.Logf("txlock.LockAll(%d keys) failed after %v: %s", manyKeys, time.Since(start).Round(time.Millisecond), clip(err))
+		if !errors.Is(err, txlock.ErrOutOfLockMemory) {
+			t.Fatalf("txlock error %v, want ErrOutOfLockMemory", err)
+		}
+		testkit.WaitNoAdvisoryLocks(t, admin)
+		testkit.WaitConnsIdle(t, db)
+
+		// And the server still grants locks.
+		if err := l.Do(ctx, keyspace.Int64(7), func(context.Context) error { return nil }); err != nil {
+			t.Fatalf("lock after the lock table was full: %v", err)
+		}
+		testkit.WaitNoAdvisoryLocks(t, admin)
+	})
+}
+
+// clip shortens an error message for the log: a message that lists every
+// key of a large LockAll runs to hundreds of kilobytes.
+func clip(err error) string {
+	s := fmt.Sprint(err)
+	if len(s) > 400 {
+		return s[:200] + fmt.Sprintf(" ... [%d bytes] ... ", len(s)-400) + s[len(s)-200:]
+	}
+	return s
+}
