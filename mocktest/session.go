@@ -126,6 +126,18 @@ func lockTimeoutError() error {
 	return &pgconn.PgError{Severity: "ERROR", Code: pgerr.LockNotAvailable, Message: "canceling statement due to lock timeout"}
 }
 
-// connLostError is what database/sql sees from a driver whose connection
-// broke.
-func connLostError() error { return driver.ErrBadConn }
+// connLost is the error of a statement whose connection the server ended
+// (pg_terminate_backend, a restart). It is what both drivers report at once:
+// lib/pq reports driver.ErrBadConn, pgx the server's FATAL with SQLSTATE
+// 57P01; this error matches errors.Is(err, driver.ErrBadConn) (so
+// database/sql drops the connection, as it does under lib/pq) and carries
+// SQLSTATE 57P01.
+type connLost struct{}
+
+func (connLost) Error() string {
+	return "FATAL: terminating connection due to administrator command (SQLSTATE 57P01)"
+}
+func (connLost) SQLState() string { return pgerr.AdminShutdown }
+func (connLost) Unwrap() error    { return driver.ErrBadConn }
+
+func connLostError() error { return connLost{} }

@@ -2,11 +2,13 @@ package mocktest_test
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/pgerr"
 	"github.com/pgadvisory/pgadvisory/mocktest"
 )
 
@@ -146,8 +148,9 @@ func TestSessionFailures(t *testing.T) {
 		m.ExpectLock(keyA) // a new connection from the pool
 		m.ExpectUnlock(keyA, true)
 		l := m.Locker()
-		if _, err := l.Lock(ctx, keyA); err == nil {
-			t.Fatal("Lock on a lost connection: no error")
+		_, err := l.Lock(ctx, keyA)
+		if !errors.Is(err, driver.ErrBadConn) || pgerr.SQLState(err) != pgerr.AdminShutdown {
+			t.Fatalf("Lock on a lost connection = %v; want driver.ErrBadConn with SQLSTATE 57P01", err)
 		}
 		lease, err := l.Lock(ctx, keyA)
 		if err != nil {
