@@ -30,10 +30,10 @@ type demoResult struct {
 }
 
 // runDemo is "pglock demo".
-func runDemo(ctx context.Context, c *command, env func(string) string, out io.Writer) error {
+func runDemo(ctx context.Context, c *command, env func(string) string, out, progress io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	db, where, cleanup, err := demoServer(ctx, c, env)
+	db, where, cleanup, err := demoServer(ctx, c, env, progress)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func runDemo(ctx context.Context, c *command, env func(string) string, out io.Wr
 
 // demoServer connects to --dsn or DATABASE_URL when set, else starts a
 // throwaway server through itest. cleanup stops what was started.
-func demoServer(ctx context.Context, c *command, env func(string) string) (*sql.DB, string, func(), error) {
+func demoServer(ctx context.Context, c *command, env func(string) string, progress io.Writer) (*sql.DB, string, func(), error) {
 	if c.dsn != "" || env("DATABASE_URL") != "" {
 		s, err := pgconf.Resolve(c.dsn, env, "pglock demo")
 		if err != nil {
@@ -118,6 +118,8 @@ func demoServer(ctx context.Context, c *command, env func(string) string) (*sql.
 		db.SetMaxOpenConns(c.workers + 4)
 		return db, fmt.Sprintf("%s from %s (a temporary table there, dropped at the end)", s.Addr(), s.From), func() { db.Close() }, nil
 	}
+	fmt.Fprintln(progress, "pglock demo: starting a throwaway PostgreSQL (set DATABASE_URL to use yours instead)")
+	start := time.Now()
 	srv, err := itest.Start(ctx, itest.Config{})
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("demo: no PostgreSQL to run on (set DATABASE_URL to use yours): %w", err)
@@ -136,7 +138,8 @@ func demoServer(ctx context.Context, c *command, env func(string) string) (*sql.
 		return nil, "", nil, fmt.Errorf("demo: connecting to the %s server at %s: %w", srv.Mode(), srv.Addr(), err)
 	}
 	db.SetMaxOpenConns(c.workers + 4)
-	where := fmt.Sprintf("throwaway PostgreSQL (%s) at %s, removed at the end", srv.Mode(), srv.Addr())
+	where := fmt.Sprintf("throwaway PostgreSQL (%s, started in %v) at %s, removed at the end",
+		srv.Mode(), time.Since(start).Round(100*time.Millisecond), srv.Addr())
 	if srv.Mode() == itest.ModeEnv {
 		where = fmt.Sprintf("PostgreSQL from %s at %s (a temporary table there, dropped at the end)", itest.EnvDSN, srv.Addr())
 	}

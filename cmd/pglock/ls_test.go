@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -212,4 +213,17 @@ func TestDemo(t *testing.T) {
 		}
 		testkit.WaitNoAdvisoryLocks(t, d.db)
 	})
+}
+
+// TestDemoThrowaway runs "pglock demo" with no configuration at all, as a new
+// user's first command does: it starts its own server and removes it.
+func TestDemoThrowaway(t *testing.T) {
+	r := pglock(t, nil, "demo")
+	if r.code != 0 && strings.Contains(r.stderr, "no PostgreSQL to run on") && os.Getenv("CI") != "true" {
+		t.Skipf("no way to start a throwaway server here: %s", r.stderr)
+	}
+	if r.code != 0 || !strings.Contains(r.stdout, "throwaway PostgreSQL") {
+		t.Fatalf("pglock demo: %v", r)
+	}
+	t.Logf("took %v\n%s", r.took.Round(time.Millisecond), r.stdout)
 }

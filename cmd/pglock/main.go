@@ -101,8 +101,8 @@ client addresses, and for how long.
 
 const demoUsage = `Usage: pglock demo [--workers N] [--increments N] [--pause D]
 
-Starts a throwaway PostgreSQL (local binaries or Docker; or uses --dsn or
-DATABASE_URL when set), lets N workers add to one order's total by
+Starts a throwaway PostgreSQL (Docker, else local binaries; or uses --dsn or
+DATABASE_URL when set; PGADVISORY_TEST_MODE=local or docker picks one), lets N workers add to one order's total by
 read-modify-write, first without locks (updates are lost), then under txlock
 and advisory locks (none are lost), prints the results and how the lock
 shows in pg_locks, and removes everything it made.
@@ -158,7 +158,7 @@ func mainExit(args []string, env func(string) string, io stdio) int {
 	case "ls":
 		return report(io, runLs(ctx, c, env, io.out))
 	case "demo":
-		return report(io, runDemo(ctx, c, env, io.out))
+		return report(io, runDemo(ctx, c, env, io.out, io.err))
 	case "run":
 		return runRun(ctx, c, env, io)
 	}

@@ -361,7 +361,8 @@ func Open(ctx context.Context, driver string, s Settings) (*sql.DB, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		db.Close()
-		if pctx.Err() != nil && ctx.Err() == nil {
+		var ne net.Error
+		if ctx.Err() == nil && (pctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout())) {
 			return nil, fmt.Errorf("pgconf: cannot connect to PostgreSQL at %s: no answer within %v: %w", s, timeout, err)
 		}
 		return nil, fmt.Errorf("pgconf: cannot connect to PostgreSQL at %s: %w", s, err)
