@@ -103,6 +103,11 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
+	if err := ctx.Err(); err != nil {
+		// Ended while waiting for the connection: nothing was sent on it.
+		conn.Close()
+		return nil, l.fail(ctx, keys, err)
+	}
 	held, pid := 0, 0
 	if try {
 		held, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
