@@ -1,0 +1,107 @@
+package benchsuite
+
+import (
+	"context"
+	"database/sql"
+	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/internal/testkit"
+	"github.com/pgadvisory/pgadvisory/itest"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+func TestMain(m *testing.M) { testkit.Main(m) }
+
+// eachDriver runs fn as a sub-benchmark "driver=NAME" per supported driver,
+// on a fresh database, and checks afterwards that no advisory lock and no
+// connection in use was left behind.
+func eachDriver(b *testing.B, fn func(b *testing.B, db *sql.DB)) {
+	for _, d := range itest.Drivers {
+		b.Run("driver="+d, func(b *testing.B) {
+			dsn := itest.DSN(b)
+			db := itest.OpenDSN(b, d, dsn)
+			admin := itest.OpenDSN(b, "postgres", dsn)
+			fn(b, db)
+			testkit.WaitConnsIdle(b, db)
+			testkit.WaitNoAdvisoryLocks(b, admin)
+		})
+	}
+}
+
+// setPool sizes db's pool to n connections and opens them, so that no
+// benchmark pays for dialling.
+func setPool(b *testing.B, db *sql.DB, n int) {
+	b.Helper()
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	ctx := context.Background()
+	start := time.Now()
+	defer func() { b.Logf("pool of %d ready in %v", n, time.Since(start)) }()
+	conns := make([]*sql.Conn, n)
+	for i := range conns {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.PingContext(ctx); err != nil {
+			b.Fatal(err)
+		}
+		conns[i] = c
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// parallelism returns the b.SetParallelism argument that makes RunParallel
+// start at least n goroutines.
+func parallelism(n int) int {
+	p := runtime.GOMAXPROCS(0)
+	return max(1, (n+p-1)/p)
+}
+
+// rng is a per-goroutine source of random keys. Keys are random int64s: two
+// goroutines drawing the same key in one run is vanishingly unlikely, and
+// each benchmark has a database of its own (advisory locks are per database).
+type rng struct{ r *rand.Rand }
+
+var seed atomic.Uint64
+
+func newRNG() rng {
+	return rng{rand.New(rand.NewPCG(seed.Add(1), 0x9e3779b97f4a7c15))}
+}
+
+func (r rng) next() int64 { return r.r.Int64() }
+
+func (r rng) key() (keyspace.Key, int64) {
+	n := r.next()
+	return keyspace.Int64(n), n
+}
+
+// maxGauge records the peak of a count that goes up and down.
+type maxGauge struct{ cur, peak atomic.Int64 }
+
+// inc counts one more; a nil gauge counts nothing.
+func (g *maxGauge) inc() {
+	if g == nil {
+		return
+	}
+	n := g.cur.Add(1)
+	for {
+		p := g.peak.Load()
+		if n <= p || g.peak.CompareAndSwap(p, n) {
+			return
+		}
+	}
+}
+
+// dec counts one less.
+func (g *maxGauge) dec() {
+	if g != nil {
+		g.cur.Add(-1)
+	}
+}

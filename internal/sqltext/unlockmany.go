@@ -1,0 +1,48 @@
+package sqltext
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// UnlockMany is the session-level release of every key of keys in one round
+// trip (Unlock costs one round trip per key, which for a LockAll lease of
+// thousands of keys outlasts any sensible release timeout). It returns one
+// row: (released int8), how many of keys the session held in that mode and
+// has now released; every held key is released even when some were not
+// held, so a result below len(keys) means the lease had lost some of them.
+// The keys travel as in LockAll: a bigint array, pairs packed as
+// a<<32 | uint32(b), and a flag array that marks the pairs.
+func UnlockMany(s Style, shared bool, keys []keyspace.Key) (string, []any) {
+	b := &builder{style: s}
+	var vals, pairs strings.Builder
+	vals.WriteByte('{')
+	pairs.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			vals.WriteByte(',')
+			pairs.WriteByte(',')
+		}
+		if x, y, ok := k.Pair(); ok {
+			vals.WriteString(strconv.FormatInt(int64(x)<<32|int64(uint32(y)), 10))
+			pairs.WriteByte('t')
+		} else {
+			n, _ := k.Int64()
+			vals.WriteString(strconv.FormatInt(n, 10))
+			pairs.WriteByte('f')
+		}
+	}
+	vals.WriteByte('}')
+	pairs.WriteByte('}')
+	v := b.text(vals.String()) + "::int8[]"
+	p := b.text(pairs.String()) + "::bool[]"
+	name := "pg_advisory_unlock"
+	if shared {
+		name += "_shared"
+	}
+	return "SELECT count(*) FILTER (WHERE CASE WHEN k.p[i] THEN " +
+		name + "((k.v[i] >> 32)::int4, ((k.v[i] << 32) >> 32)::int4) ELSE " + name + "(k.v[i]) END) " +
+		"FROM (SELECT " + v + " AS v, " + p + " AS p) k, generate_subscripts(k.v, 1) AS i", b.args
+}
