@@ -179,7 +179,13 @@ func (ls *Lease) keepalive() {
 // answers. The driver call runs on its own goroutine so that a call stuck on
 // a silent network cannot hold the verdict back past the ping timeout.
 func (ls *Lease) ping() error {
-	ls.connMu.Lock() // released by the goroutine when the driver call returns
+	if !ls.connMu.TryLock() {
+		// A Tx is running on the connection: the keepalive must not send a
+		// statement inside it, and the Tx's own statements watch the
+		// session meanwhile.
+		return nil
+	}
+	// connMu is released by the goroutine when the driver call returns.
 	ctx, cancel := context.WithTimeout(context.Background(), ls.l.pingTimeout)
 	defer cancel()
 	type result struct {
