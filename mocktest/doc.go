@@ -38,6 +38,10 @@
 // look like one backend behind a pooler) and ExpectKeepAlive answers with the
 // pid of the latest acquire.
 //
+// A Locker with advisory.Hooks.Contended set tries before it waits: expect
+// ExpectTryLock(key, false) followed by ExpectLock(key) for a contended Lock,
+// and ExpectTryLock(key, true) alone for an uncontended one.
+//
 // The mock's driver is not lib/pq, so advisory and txlock send keys as $n
 // parameters, which is the form these expectations match.
 package mocktest

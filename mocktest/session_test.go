@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+	"github.com/pgadvisory/pgadvisory/keyspace"
 	"github.com/pgadvisory/pgadvisory/mocktest"
 )
 
@@ -237,5 +238,32 @@ func TestSessionDo(t *testing.T) {
 	})
 	if !errors.Is(err, advisory.ErrLockLost) {
 		t.Fatalf("Do = %v; want ErrLockLost", err)
+	}
+}
+
+// TestSessionContendedHook: with Hooks.Contended a Locker tries first, as the
+// package documentation says to expect.
+func TestSessionContendedHook(t *testing.T) {
+	ctx := context.Background()
+	_, m := mocktest.New(t)
+	contended := 0
+	l := m.Locker(advisory.WithHooks(advisory.Hooks{Contended: func(keyspace.Key, bool) { contended++ }}))
+
+	m.ExpectTryLock(keyA, true)
+	m.ExpectUnlock(keyA, true)
+	m.ExpectTryLock(keyB, false)
+	m.ExpectLock(keyB)
+	m.ExpectUnlock(keyB, true)
+	for _, k := range []keyspace.Key{keyA, keyB} {
+		lease, err := l.Lock(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lease.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if contended != 1 {
+		t.Errorf("Contended ran %d times; want 1", contended)
 	}
 }

@@ -131,6 +131,27 @@ func TestDoOptions(t *testing.T) {
 		if err := txlock.Do(cancelled, db, key, never); !errors.Is(err, context.Canceled) {
 			t.Errorf("Do with a cancelled context = %v; want context.Canceled", err)
 		}
+		// The context ends while fn runs: database/sql rolls back, and Do
+		// says why instead of reporting a bare failed commit.
+		cctx, ccancel := context.WithCancel(ctx)
+		err = txlock.Do(cctx, db, key, func(*sql.Tx) error { ccancel(); return nil })
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Do whose context ended during fn = %v; want context.Canceled", err)
+		}
+		if !free(t, db, key, false) {
+			t.Error("key held after Do returned")
+		}
+		// The context ends during the lock wait.
+		release = holdElsewhere(t, db, key)
+		wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		start = time.Now()
+		err = txlock.Do(wctx, db, key, never)
+		wcancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Do whose context ended during the wait = %v; want DeadlineExceeded", err)
+		}
+		t.Logf("%s: Do with a 200ms context on a held key returned after %v", driverName, time.Since(start))
+		release()
 		clean(t, db)
 	})
 }

@@ -39,6 +39,10 @@
 // first: LockAllTimeout(ctx, tx, d, keys...) or LockAllWith(ctx, tx, opts,
 // keys...).
 //
+// Transaction locks need nothing but the transaction, so they work through a
+// pooler in transaction mode (PgBouncer and the like), where the session locks
+// of package advisory cannot.
+//
 // All functions are safe for concurrent use on different transactions; a
 // single transaction is no more concurrent than database/sql makes it.
 package txlock
