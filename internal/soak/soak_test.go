@@ -108,6 +108,7 @@ type run struct {
 	// The database counters, written by a read-modify-write in a
 	// transaction on the holding connection (Lease.Tx), if available.
 	hasTx      atomic.Bool
+	fenced     soak.Recorder // sections whose transaction committed: [Enter, end of the transaction's work]
 	dbCommits  [nkeys]atomic.Int64
 	dbDoubtful [nkeys]atomic.Int64 // Tx returned an error: committed or not
 
@@ -249,7 +250,7 @@ func (r *run) worker(name string, proc int, l *advisory.Locker) {
 				pid = lease.PID()
 				if tx, ok := any(lease).(txer); ok {
 					r.hasTx.Store(true)
-					if err := r.dbSection(ctx, tx, ki, rng); err != nil {
+					if err := r.dbSection(ctx, tx, ki, rng, s); err != nil {
 						s.Exit = time.Now()
 						return err
 					}
@@ -309,8 +310,13 @@ func (r *run) memSection(ctx context.Context, ki int, rng *rand.Rand) error {
 // dbSection is the critical section on the database counter: a
 // read-modify-write in a transaction on the holding connection, which can
 // commit only while the session, and so the lock, is alive.
-func (r *run) dbSection(ctx context.Context, l txer, ki int, rng *rand.Rand) error {
+//
+// A committed transaction proves that the session, and so the lock, was
+// alive from the grant to the commit: the section up to the end of the
+// transaction's work is recorded in r.fenced, where no two may overlap.
+func (r *run) dbSection(ctx context.Context, l txer, ki int, rng *rand.Rand, s soak.Section) error {
 	err := l.Tx(ctx, func(tx *sql.Tx) error {
+		defer func() { s.Exit = time.Now() }() // before the commit is sent
 		var n int64
 		if err := tx.QueryRowContext(ctx, `SELECT n FROM soak_counter WHERE k = $1`, ki).Scan(&n); err != nil {
 			return err
@@ -324,6 +330,8 @@ func (r *run) dbSection(ctx context.Context, l txer, ki int, rng *rand.Rand) err
 		return err
 	}
 	r.dbCommits[ki].Add(1)
+	s.Outcome = soak.Confirmed
+	r.fenced.Add(s)
 	return nil
 }
 
@@ -541,6 +549,12 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 	if !r.hasTx.Load() {
 		t.Logf("Lease.Tx not available: database counter not checked")
 		return
+	}
+	frep := soak.Check(r.fenced.Sections())
+	t.Logf("overlaps of fenced sections (transaction committed on the holding session): %d of %d sections (must be 0)",
+		len(frep.Violations), frep.Sections)
+	if len(frep.Violations) > 0 {
+		t.Errorf("fenced sections overlapped:\n%v", frep)
 	}
 	for i, k := range r.keys {
 		var n int64
