@@ -111,16 +111,20 @@ if [ "$1" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
 		printf '%s\n' "$pass" >/tmp/pwfile
 		pwargs=--pwfile=/tmp/pwfile
 	fi
+	# The image has no system locales: UTF8 with the C locale, unless
+	# POSTGRES_INITDB_ARGS (later on the line, so it wins) says otherwise.
 	# shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is a list of words
 	initdb -D "$PGDATA" -U "$user" $pwargs --auth-local=trust --auth-host="$method" \
-		${POSTGRES_INITDB_ARGS:---encoding=UTF8 --locale=C} >/tmp/initdb.log 2>&1 ||
+		--encoding=UTF8 --locale=C ${POSTGRES_INITDB_ARGS:-} >/tmp/initdb.log 2>&1 ||
 		{ cat /tmp/initdb.log >&2 2>/dev/null; echo "entrypoint: initdb failed" >&2; exit 1; }
 	rm -f /tmp/pwfile /tmp/initdb.log
 	# Clients come from the bridge network, which initdb's own rules do not cover.
 	printf 'host all all all %s\n' "$method" >>"$PGDATA/pg_hba.conf"
 	printf "listen_addresses = '*'\nunix_socket_directories = '/tmp'\n" >>"$PGDATA/postgresql.conf"
 	if [ "$db" != postgres ]; then
-		printf 'CREATE DATABASE "%s";\n' "$db" | postgres --single -j -D "$PGDATA" postgres >/dev/null
+		printf 'CREATE DATABASE "%s";\n' "$db" | postgres --single -j -D "$PGDATA" postgres >/tmp/single.log 2>&1 ||
+			{ cat /tmp/single.log >&2; echo "entrypoint: CREATE DATABASE $db failed" >&2; exit 1; }
+		rm -f /tmp/single.log
 	fi
 	echo "entrypoint: initialised $PGDATA (user $user, database $db, auth $method)"
 fi

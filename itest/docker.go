@@ -125,6 +125,9 @@ func startDocker(ctx context.Context, cfg Config, logf func(string, ...any)) (*S
 				"POSTGRES_USER=postgres",
 				"POSTGRES_DB=postgres",
 				"POSTGRES_HOST_AUTH_METHOD=trust",
+				// A throwaway cluster needs no fsync at creation; it
+				// saves seconds per container on a busy machine.
+				"POSTGRES_INITDB_ARGS=--no-sync",
 			},
 			Cmd: cmd,
 			Labels: map[string]string{
@@ -168,40 +171,31 @@ func isPortConflict(err error) bool {
 	return strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use")
 }
 
-// waitReady retries a connection until the server answers, the container
-// stops, or ctx ends.
+// waitReady polls the server until it answers, the container stops, or ctx
+// ends. (It polls every 100 ms rather than through Pool.Retry, whose backoff
+// grows to 5 s between tries and so adds seconds to every start.)
 func (ds *dockerServer) waitReady(ctx context.Context) error {
-	wait := 2 * time.Minute
-	if dl, ok := ctx.Deadline(); ok {
-		wait = time.Until(dl)
-	}
-	ds.pool.MaxWait = wait
-	var stopped error
-	err := ds.pool.Retry(func() error {
-		if ctx.Err() != nil {
-			stopped = ctx.Err()
-			return nil
-		}
+	id := ds.res.Container.ID
+	var last error
+	for i := 0; ; i++ {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		err := ping(pctx, ds.dsn)
-		if err == nil {
+		last = ping(pctx, ds.dsn)
+		cancel()
+		if last == nil {
 			return nil
 		}
-		c, ierr := ds.pool.Client.InspectContainerWithContext(ds.res.Container.ID, pctx)
-		if ierr == nil && !c.State.Running {
-			stopped = fmt.Errorf("container exited with status %d", c.State.ExitCode)
-			return nil
+		if i%10 == 9 {
+			c, err := ds.pool.Client.InspectContainerWithContext(id, ctx)
+			if err == nil && !c.State.Running {
+				return fmt.Errorf("docker: postgres did not come up: container exited with status %d%s", c.State.ExitCode, ds.logTail())
+			}
 		}
-		return err
-	})
-	if err == nil {
-		err = stopped
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("docker: postgres did not come up: %w (last: %v)%s", ctx.Err(), last, ds.logTail())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("docker: postgres did not come up: %w%s", err, ds.logTail())
-	}
-	return nil
 }
 
 // logTail returns the end of the container's log for an error message.
