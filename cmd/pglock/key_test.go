@@ -16,6 +16,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 // TestKeyGolden runs the built binary's "pglock key" and compares its output
 // with testdata/*.golden (go test -run TestKeyGolden -update rewrites them).
 func TestKeyGolden(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		env  []string
@@ -55,6 +56,7 @@ func TestKeyGolden(t *testing.T) {
 // TestKeyNumbers checks the numbers "pglock key" prints against keyspace
 // itself (the golden files could be wrong together with the code).
 func TestKeyNumbers(t *testing.T) {
+	t.Parallel()
 	r := pglock(t, nil, "key", "--json", "payment:order-123")
 	var ki keyInfo
 	if err := json.Unmarshal([]byte(r.stdout), &ki); err != nil {
@@ -72,6 +74,7 @@ func TestKeyNumbers(t *testing.T) {
 // TestHash32 pins the namespace hash that --ns --hash computes without
 // registering a namespace to keyspace's own.
 func TestHash32(t *testing.T) {
+	t.Parallel()
 	ns := keyspace.MustNamespace("pglock-test-hash32", 12345)
 	for _, name := range []string{"", "a", "tenant-a", "payment:order-123", "ünïcode", strings.Repeat("x", 1000)} {
 		if got, want := keyspace.Pair(12345, hash32(name)), ns.Hash(name); got != want {
@@ -81,6 +84,7 @@ func TestHash32(t *testing.T) {
 }
 
 func TestParseArgs(t *testing.T) {
+	t.Parallel()
 	env := func(k string) string {
 		if k == "PGLOCK_NAMESPACES" {
 			return "orders=1, jobs=2"
@@ -154,6 +158,7 @@ func TestParseArgs(t *testing.T) {
 // TestUsage runs the binary: --help prints usage and exits 0 for every
 // command; an unknown command or flag prints usage and exits 2.
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	for _, cmd := range []string{"key", "run", "ls", "demo"} {
 		r := pglock(t, nil, cmd, "--help")
 		if r.code != 0 || !strings.Contains(r.stdout, "Usage: pglock "+cmd) {

@@ -22,6 +22,7 @@ import (
 // TestLsJSON holds a lock and has another session wait for it: "pglock ls
 // --json" lists both with the decoded key, namespace, pid and wait.
 func TestLsJSON(t *testing.T) {
+	t.Parallel()
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		d := newTestDB(t, driver)
 		key := keyspace.Pair(7, 99)
@@ -86,6 +87,7 @@ func TestLsJSON(t *testing.T) {
 
 // TestLsEmpty: nothing held, nothing listed.
 func TestLsEmpty(t *testing.T) {
+	t.Parallel()
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		d := newTestDB(t, driver)
 		if r := pglock(t, d.env, "ls", "--json", "--driver", driver); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
@@ -101,6 +103,7 @@ func TestLsEmpty(t *testing.T) {
 // never answers each give a clear error naming where, and the documented
 // exit status (1 for ls, 69 for run), on both drivers.
 func TestConnErrors(t *testing.T) {
+	t.Parallel()
 	// A port where nothing listens.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -155,27 +158,36 @@ func TestConnErrors(t *testing.T) {
 			[]string{"cannot connect to PostgreSQL at " + silent.Addr().String(), "no answer within 1s"}},
 	}
 	itest.EachDriver(t, func(t *testing.T, driver string) {
-		for _, tc := range cases {
-			t.Run(tc.name, func(t *testing.T) {
-				for _, args := range [][]string{{"ls", "--driver", driver}, {"run", "--driver", driver, "x", "--", "sh", "-c", "echo ran"}} {
-					r := pglock(t, tc.env, args...)
-					want := exitError
-					if args[0] == "run" {
-						want = exitUnavailable
-					}
-					if r.code != want || r.stdout != "" {
-						t.Errorf("pglock %s: want exit %d and no output: %v", args[0], want, r)
-					}
-					for _, w := range tc.want {
-						if !strings.Contains(r.stderr, w) {
-							t.Errorf("pglock %s: stderr lacks %q:\n%s", args[0], w, r.stderr)
-						}
-					}
-					if tc.name == "silent" && r.took > 10*time.Second {
-						t.Errorf("pglock %s took %v with connect_timeout=1", args[0], r.took)
-					}
+		// Every case and command at once: most of the time is waiting.
+		type run struct {
+			tc   int
+			args []string
+			p    *proc
+		}
+		var runs []run
+		for i, tc := range cases {
+			for _, args := range [][]string{{"ls", "--driver", driver}, {"run", "--driver", driver, "x", "--", "sh", "-c", "echo ran"}} {
+				runs = append(runs, run{i, args, start(t, tc.env, args...)})
+			}
+		}
+		for _, rn := range runs {
+			tc, args := cases[rn.tc], rn.args
+			r := rn.p.wait(t, time.Minute)
+			want := exitError
+			if args[0] == "run" {
+				want = exitUnavailable
+			}
+			if r.code != want || r.stdout != "" {
+				t.Errorf("%s: pglock %s: want exit %d and no output: %v", tc.name, args[0], want, r)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("%s: pglock %s: stderr lacks %q:\n%s", tc.name, args[0], w, r.stderr)
 				}
-			})
+			}
+			if tc.name == "silent" && r.took > 15*time.Second {
+				t.Errorf("pglock %s took %v with connect_timeout=1", args[0], r.took)
+			}
 		}
 	})
 }
@@ -183,6 +195,7 @@ func TestConnErrors(t *testing.T) {
 // TestDemo runs "pglock demo" against a test database: updates are lost
 // without a lock and none under txlock or advisory.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	row := regexp.MustCompile(`(?m)^\s*(no lock|txlock|advisory)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s*$`)
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		d := newTestDB(t, driver)
@@ -218,6 +231,7 @@ func TestDemo(t *testing.T) {
 // TestDemoThrowaway runs "pglock demo" with no configuration at all, as a new
 // user's first command does: it starts its own server and removes it.
 func TestDemoThrowaway(t *testing.T) {
+	t.Parallel()
 	r := pglock(t, nil, "demo")
 	if r.code != 0 && strings.Contains(r.stderr, "no PostgreSQL to run on") && os.Getenv("CI") != "true" {
 		t.Skipf("no way to start a throwaway server here: %s", r.stderr)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,6 +103,7 @@ func (d testDB) args(args ...string) []string {
 // TestRunExactlyOne starts two "pglock run --try" of the same name at once:
 // exactly one runs its command, the other exits 75 without running it.
 func TestRunExactlyOne(t *testing.T) {
+	t.Parallel()
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		d := newTestDB(t, driver)
 		name := lockName(t)
@@ -151,23 +153,30 @@ func TestRunExactlyOne(t *testing.T) {
 // TestRunExitStatus checks the documented statuses: CMD's own, a signal's,
 // not found, not acquired (--try and --wait), shared alongside shared.
 func TestRunExitStatus(t *testing.T) {
+	t.Parallel()
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		d := newTestDB(t, driver)
 		name := lockName(t)
+		n := func(i int) string { return name + ":" + strconv.Itoa(i) }
 		cases := []struct {
 			args []string
 			code int
 		}{
-			{[]string{name, "--", "sh", "-c", "exit 0"}, 0},
-			{[]string{name, "--", "sh", "-c", "exit 7"}, 7},
-			{[]string{"--try", name, "--", "sh", "-c", "exit 200"}, 200},
-			{[]string{name, "--", "sh", "-c", `kill -TERM $$`}, 128 + int(syscall.SIGTERM)},
-			{[]string{name, "--", "/nonexistent/command"}, exitNotFound},
-			{[]string{name, "--", "sh", "-c", `test "$PGLOCK_KEY" = "` + keyspace.Hash(name).String() + `"`}, 0},
+			{[]string{n(0), "--", "sh", "-c", "exit 0"}, 0},
+			{[]string{n(1), "--", "sh", "-c", "exit 7"}, 7},
+			{[]string{"--try", n(2), "--", "sh", "-c", "exit 200"}, 200},
+			{[]string{n(3), "--", "sh", "-c", `kill -TERM $$`}, 128 + int(syscall.SIGTERM)},
+			{[]string{n(4), "--", "/nonexistent/command"}, exitNotFound},
+			{[]string{n(5), "--", "sh", "-c", `test "$PGLOCK_KEY" = "` + keyspace.Hash(n(5)).String() + `"`}, 0},
 			{[]string{"--key", "(5,6)", "--", "sh", "-c", `test "$PGLOCK_KEY" = "(5,6)"`}, 0},
 		}
-		for _, tc := range cases {
-			if r := pglock(t, d.env, d.args(tc.args...)...); r.code != tc.code {
+		// Independent keys: run them all at once.
+		procs := make([]*proc, len(cases))
+		for i, tc := range cases {
+			procs[i] = start(t, d.env, d.args(tc.args...)...)
+		}
+		for i, tc := range cases {
+			if r := procs[i].wait(t, time.Minute); r.code != tc.code {
 				t.Errorf("pglock run %q: want exit %d, got %v", tc.args, tc.code, r)
 			}
 		}
@@ -230,6 +239,7 @@ func TestRunExitStatus(t *testing.T) {
 // SIGTERM (and SIGKILL after --grace if it ignores it) within the keepalive
 // plus a second plus the grace, and pglock exits 76.
 func TestRunLost(t *testing.T) {
+	t.Parallel()
 	const keepalive, grace = 200 * time.Millisecond, time.Second
 	cases := []struct {
 		name   string
@@ -256,7 +266,7 @@ func TestRunLost(t *testing.T) {
 					t.Fatalf("pg_terminate_backend(%d): %v %v", pid, ok, err)
 				}
 				killed := time.Now()
-				limit := keepalive + time.Second + 2*time.Second // detection, plus slack for a loaded machine
+				limit := keepalive + time.Second + 5*time.Second // detection, plus slack for a loaded machine
 				if tc.killed {
 					limit += grace
 				}
@@ -286,17 +296,24 @@ func TestRunLost(t *testing.T) {
 // TestRunSignals sends SIGTERM and SIGINT to pglock while CMD runs: CMD gets
 // them, and pglock exits with CMD's status.
 func TestRunSignals(t *testing.T) {
+	t.Parallel()
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		d := newTestDB(t, driver)
-		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP} {
-			name := lockName(t)
+		sigs := []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP}
+		procs := make([]*proc, len(sigs))
+		for i := range sigs {
 			script := `trap "echo got signal; exit 42" TERM INT HUP; echo ready; while :; do sleep 0.02; done`
-			p := start(t, d.env, d.args(name, "--", "sh", "-c", script)...)
-			waitFor(t, 20*time.Second, "CMD to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
+			procs[i] = start(t, d.env, d.args(lockName(t), "--", "sh", "-c", script)...)
+		}
+		for i, sig := range sigs {
+			p := procs[i]
+			waitFor(t, 30*time.Second, "CMD to start", func() bool { return strings.Contains(p.stdout.String(), "ready") })
 			if err := p.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)
 			}
-			if r := p.wait(t, 20*time.Second); r.code != 42 || !strings.Contains(r.stdout, "got signal") {
+		}
+		for i, sig := range sigs {
+			if r := procs[i].wait(t, 30*time.Second); r.code != 42 || !strings.Contains(r.stdout, "got signal") {
 				t.Errorf("%v to pglock: want CMD's exit 42: %v", sig, r)
 			}
 		}
