@@ -164,8 +164,9 @@ func tryOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.K
 // LockAll takes every key in exclusive mode for the rest of the transaction,
 // in one statement. The keys are de-duplicated and taken in the order of
 // keyspace.Key.Less, whatever order they are given in, and the statement is
-// built so that the server cannot reorder them: transactions that lock
-// overlapping sets never deadlock on each other through LockAll. Called
+// built so that the server cannot reorder them: transactions that take their
+// keys with one LockAll each never deadlock on each other, whatever sets of
+// keys they take. Called
 // without keys it returns ErrNoKeys. On an error some keys may already be
 // held; they are released with the transaction, which the error has aborted.
 func LockAll(ctx context.Context, tx Querier, keys ...keyspace.Key) error {

@@ -393,6 +393,11 @@ func TestBadArguments(t *testing.T) {
 		if err := txlock.LockAll(ctx, tx, []keyspace.Key(nil)...); !errors.Is(err, txlock.ErrNoKeys) {
 			t.Errorf("LockAll(nil...) = %v; want ErrNoKeys", err)
 		}
+		for _, o := range []txlock.Option{txlock.WithTry(), txlock.WithTxOptions(&sql.TxOptions{})} {
+			if err := txlock.LockAllWith(ctx, tx, []txlock.Option{o}, keyspace.Int64(1)); err == nil {
+				t.Error("LockAllWith accepted an option that does not apply")
+			}
+		}
 		if err := txlock.Do(ctx, db, keyspace.Int64(1), nil); err == nil {
 			t.Error("Do with a nil function: no error")
 		}
