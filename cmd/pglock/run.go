@@ -85,6 +85,12 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 	endWatch()
 	cancelWait()
 	switch {
+	case err == nil && gotSig != nil:
+		// Acquired just as a signal came: do not start CMD after all.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = lease.Release(rctx)
+		return signalStatus(gotSig)
 	case err == nil:
 	case gotSig != nil:
 		return signalStatus(gotSig)
