@@ -17,9 +17,9 @@ import (
 
 // Mock holds the expectations of one mocked database. It embeds
 // sqlmock.Sqlmock for everything that is not a lock (ExpectBegin,
-// ExpectExec, ExpectCommit, ...). Adding expectations is safe for concurrent
-// use, though the order in which they are added is the order they must be
-// met in.
+// ExpectExec, ExpectCommit, ...). Add the expectations, in the order they
+// must be met in, before the code under test runs: like sqlmock's own, adding
+// them is not safe while the mock is in use.
 type Mock struct {
 	sqlmock.Sqlmock
 
