@@ -25,3 +25,6 @@ func WatchdogPID(s *Server) int {
 	}
 	return 0
 }
+
+// Unavailable is the skip-or-fail decision of Shared and NewServer.
+var Unavailable = unavailable
