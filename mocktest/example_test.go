@@ -1,6 +1,8 @@
 package mocktest_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -8,9 +10,11 @@ import (
 
 	"github.com/DATA-DOG/go-sqlmock"
 
+	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 	"github.com/pgadvisory/pgadvisory/middleware"
 	"github.com/pgadvisory/pgadvisory/mocktest"
+	"github.com/pgadvisory/pgadvisory/txlock"
 )
 
 // A user's HTTP handler, wrapped by the locking middleware, tested with no
@@ -81,4 +85,57 @@ func Example_txMiddleware() {
 	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/invoices/7/pay", nil))
 	fmt.Println(rec.Code, m.ExpectationsWereMet())
 	// Output: 204 <nil>
+}
+
+// A job that runs under a session lock, tested without a database. In a test,
+// write db, m := mocktest.New(t) instead of Open and Close.
+func ExampleMock_ExpectLock() {
+	_, m, err := mocktest.Open(mocktest.WithLockTimeout(time.Second))
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	key := keyspace.Hash("daily-report-job")
+
+	m.ExpectLock(key)
+	m.ExpectUnlock(key, true)
+	m.ExpectLockTimeout(key)
+
+	// The code under test; m.Locker() is advisory.New(db, ...) for the mock.
+	locker := m.Locker()
+	err = locker.Do(context.Background(), key, func(context.Context) error { return nil })
+	fmt.Println("first run:", err)
+	err = locker.Do(context.Background(), key, func(context.Context) error { return nil })
+	fmt.Println("second run timed out:", errors.Is(err, advisory.ErrLockTimeout))
+	fmt.Println(m.ExpectationsWereMet())
+	// Output:
+	// first run: <nil>
+	// second run timed out: true
+	// <nil>
+}
+
+// Code that takes transaction locks on its own *sql.Tx.
+func ExampleMock_ExpectXactLockAll() {
+	db, m, err := mocktest.Open()
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	accounts := keyspace.MustNamespace("accounts", 3)
+
+	m.ExpectBegin()
+	m.ExpectXactLockAll(accounts.ID(1), accounts.ID(2)) // any order: LockAll sorts
+	m.ExpectCommit()
+
+	// The code under test.
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		panic(err)
+	}
+	if err := txlock.LockAll(ctx, tx, accounts.ID(2), accounts.ID(1)); err != nil {
+		panic(err)
+	}
+	fmt.Println(tx.Commit(), m.ExpectationsWereMet())
+	// Output: <nil> <nil>
 }
