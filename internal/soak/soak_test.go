@@ -238,16 +238,24 @@ func (r *run) worker(name string, proc int, l *advisory.Locker) {
 			entered = true
 			r.nsec.Add(1)
 			s = soak.Section{Holder: name, Key: r.keys[ki].String(), Enter: time.Now()}
-			stopWatch := context.AfterFunc(ctx, func() {
-				if errors.Is(context.Cause(ctx), advisory.ErrLockLost) {
-					lostMu.Lock()
-					lostAt = time.Now()
-					lostMu.Unlock()
-				}
-			})
-			defer stopWatch()
 			if lease, ok := advisory.LeaseFromContext(ctx); ok {
 				pid = lease.PID()
+				// The holder stops believing when Lost closes: note when,
+				// and be sure the note is taken before the section ends.
+				done := make(chan struct{})
+				var watch sync.WaitGroup
+				watch.Add(1)
+				go func() {
+					defer watch.Done()
+					select {
+					case <-lease.Lost():
+						lostMu.Lock()
+						lostAt = time.Now()
+						lostMu.Unlock()
+					case <-done:
+					}
+				}()
+				defer func() { close(done); watch.Wait() }()
 				if tx, ok := any(lease).(txer); ok {
 					r.hasTx.Store(true)
 					if err := r.dbSection(ctx, tx, ki, rng, s); err != nil {
