@@ -316,14 +316,16 @@ func (s Settings) Addr() string {
 }
 
 // DSN returns the settings as a postgres:// URL that lib/pq and pgx read
-// alike; a socket directory goes in the host query parameter.
+// alike; a socket directory (or any host a URL cannot carry) goes in the
+// host query parameter.
 func (s Settings) DSN() string {
 	u := url.URL{Scheme: "postgres", Path: "/" + s.Database}
 	q := url.Values{}
 	for k, v := range s.Params {
 		q.Set(k, v)
 	}
-	if strings.HasPrefix(s.Host, "/") {
+	if !urlHost(s.Host) {
+		// A socket directory, or a name a URL cannot carry as its host.
 		q.Set("host", s.Host)
 		q.Set("port", strconv.Itoa(s.Port))
 	} else {
@@ -338,6 +340,20 @@ func (s Settings) DSN() string {
 	// Encode writes a space as "+", which pgx does not read back as a space.
 	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 	return u.String()
+}
+
+// urlHost reports whether h can be the host part of a URL: an IP address or
+// a name of letters, digits, '-', '_' and '.'.
+func urlHost(h string) bool {
+	if h == "" || net.ParseIP(h) != nil {
+		return h != ""
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // String describes the target without the password, for messages.

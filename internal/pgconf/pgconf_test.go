@@ -50,6 +50,7 @@ func TestResolve(t *testing.T) {
 		{"keywords", "host=h1 port=7000 user='e ve' password='it\\'s' dbname=db1 sslmode=verify-full", env(),
 			"h1:7000", "e ve", "db1", "it's", "--dsn", map[string]string{"sslmode": "verify-full"}},
 		{"socket", "host=/var/run/postgresql user=u", env(), "/var/run/postgresql/.s.PGSQL.5432", "u", "u", "", "--dsn", nil},
+		{"odd host", "host=a#b:c user=u", env(), "[a#b:c]:5432", "u", "u", "", "--dsn", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
