@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,17 +53,20 @@ func mount(t *testing.T, mw func(http.Handler) http.Handler, h http.Handler) (st
 // cap, and bad ids.
 func TestContention(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
-		for _, kind := range kinds {
+		e := setup(t, driver)
+		keyFn := middleware.PathValue(orders, "id")
+		for ki, kind := range kinds {
+			// Each kind works on ids of its own: 1..9 for Lock, 11..19 for TxLock.
+			p := func(n int) string { return "/orders/" + strconv.Itoa(n+10*ki) }
+			id := func(n int) keyspace.Key { return orders.ID(int32(n + 10*ki)) }
 			t.Run(kind.name, func(t *testing.T) {
-				e := setup(t, driver)
-				keyFn := middleware.PathValue(orders, "id")
 
 				t.Run("fail fast", func(t *testing.T) {
 					h := &reached{}
 					url, c := mount(t, kind.build(e, keyFn, middleware.RetryAfter(2500*time.Millisecond)), h)
-					release := e.hold(t, orders.ID(1))
+					release := e.hold(t, id(1))
 					start := time.Now()
-					r := do(t, c, http.MethodPut, url+"/orders/1")
+					r := do(t, c, http.MethodPut, url+p(1))
 					took := time.Since(start)
 					if r.status != http.StatusConflict || r.retryAfter != "3" || !strings.Contains(r.body, "locked") {
 						t.Fatalf("held key: got %+v, want 409, Retry-After 3, a body that says locked", r)
@@ -71,23 +75,23 @@ func TestContention(t *testing.T) {
 						t.Fatal("the handler ran without the lock")
 					}
 					t.Logf("409 after %v", took.Round(time.Microsecond))
-					if r := do(t, c, http.MethodPut, url+"/orders/2"); r.status != http.StatusOK {
+					if r := do(t, c, http.MethodPut, url+p(2)); r.status != http.StatusOK {
 						t.Fatalf("free key: got %+v, want 200", r)
 					}
 					release()
-					if r := do(t, c, http.MethodPut, url+"/orders/1"); r.status != http.StatusOK {
+					if r := do(t, c, http.MethodPut, url+p(1)); r.status != http.StatusOK {
 						t.Fatalf("released key: got %+v, want 200", r)
 					}
 				})
 
 				t.Run("wait succeeds", func(t *testing.T) {
 					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(20*time.Second)), &reached{})
-					key := orders.ID(3)
+					key := id(3)
 					release := e.hold(t, key)
 					got := make(chan response, 1)
 					start := time.Now()
 					go func() {
-						r, _ := send(timeout(t, 30*time.Second), c, http.MethodPut, url+"/orders/3")
+						r, _ := send(timeout(t, 30*time.Second), c, http.MethodPut, url+p(3))
 						got <- r
 					}()
 					waitFor(t, 10*time.Second, "the request to wait for the lock", func() bool { return e.waiting(t, key) == 1 })
@@ -104,9 +108,9 @@ func TestContention(t *testing.T) {
 				t.Run("wait times out", func(t *testing.T) {
 					const bound = 300 * time.Millisecond
 					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(bound)), &reached{})
-					e.hold(t, orders.ID(4))
+					e.hold(t, id(4))
 					start := time.Now()
-					r := do(t, c, http.MethodPut, url+"/orders/4")
+					r := do(t, c, http.MethodPut, url+p(4))
 					took := time.Since(start)
 					if r.status != http.StatusServiceUnavailable || r.retryAfter != "1" || !strings.Contains(r.body, "timed out") {
 						t.Fatalf("got %+v, want 503, Retry-After 1, a body that says timed out", r)
@@ -119,7 +123,7 @@ func TestContention(t *testing.T) {
 
 				t.Run("waiter cap", func(t *testing.T) {
 					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(20*time.Second), middleware.MaxWaiters(2)), &reached{})
-					key := orders.ID(5)
+					key := id(5)
 					release := e.hold(t, key)
 					var wg sync.WaitGroup
 					statuses := make(chan int, 2)
@@ -127,13 +131,13 @@ func TestContention(t *testing.T) {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
-							r, _ := send(timeout(t, 30*time.Second), c, http.MethodPut, url+"/orders/5")
+							r, _ := send(timeout(t, 30*time.Second), c, http.MethodPut, url+p(5))
 							statuses <- r.status
 						}()
 					}
 					waitFor(t, 10*time.Second, "two waiters", func() bool { return e.waiting(t, key) == 2 })
 					start := time.Now()
-					r := do(t, c, http.MethodPut, url+"/orders/6") // another key: the cap is per middleware
+					r := do(t, c, http.MethodPut, url+p(6)) // another key: the cap is per middleware
 					took := time.Since(start)
 					if r.status != http.StatusServiceUnavailable || r.retryAfter == "" || !strings.Contains(r.body, "too many") {
 						t.Fatalf("third request: got %+v, want 503 with Retry-After, a body that says too many", r)
@@ -203,7 +207,7 @@ func TestContention(t *testing.T) {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
-							r, _ := send(timeout(t, 30*time.Second), c, http.MethodGet, url+"/orders/7")
+							r, _ := send(timeout(t, 30*time.Second), c, http.MethodGet, url+p(7))
 							statuses <- r.status
 						}()
 					}
@@ -214,7 +218,7 @@ func TestContention(t *testing.T) {
 							t.Fatal("two GETs did not hold the shared lock together")
 						}
 					}
-					if r := do(t, c, http.MethodPut, url+"/orders/7"); r.status != http.StatusConflict {
+					if r := do(t, c, http.MethodPut, url+p(7)); r.status != http.StatusConflict {
 						t.Fatalf("PUT while readers hold the key: got %+v, want 409", r)
 					}
 					close(leave)
@@ -225,7 +229,7 @@ func TestContention(t *testing.T) {
 							t.Fatalf("a GET got %d, want 200", s)
 						}
 					}
-					if r := do(t, c, http.MethodPut, url+"/orders/7"); r.status != http.StatusOK {
+					if r := do(t, c, http.MethodPut, url+p(7)); r.status != http.StatusOK {
 						t.Fatalf("PUT after the readers: got %+v, want 200", r)
 					}
 				})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
@@ -67,14 +68,15 @@ func TestLostLockCancelsRequest(t *testing.T) {
 // a new request gets it) and TxLock rolls the transaction back.
 func TestPanicReleases(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
-		for _, kind := range kinds {
+		e := setup(t, driver)
+		for ki, kind := range kinds {
+			row := 1 + ki // each kind its own order
 			t.Run(kind.name, func(t *testing.T) {
-				e := setup(t, driver)
 				mux := http.NewServeMux()
 				mux.Handle("/orders/{id}", kind.build(e, middleware.PathValue(orders, "id"))(http.HandlerFunc(
 					func(w http.ResponseWriter, r *http.Request) {
 						if tx := middleware.Tx(r.Context()); tx != nil {
-							if _, err := tx.ExecContext(r.Context(), `UPDATE orders SET value = 99 WHERE id = 1`); err != nil {
+							if _, err := tx.ExecContext(r.Context(), `UPDATE orders SET value = 99 WHERE id = $1`, row); err != nil {
 								t.Error(err)
 							}
 						}
@@ -88,14 +90,14 @@ func TestPanicReleases(t *testing.T) {
 							t.Fatalf("recovered %v, want the handler's panic", p)
 						}
 					}()
-					mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/orders/1", nil))
+					mux.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/orders/"+strconv.Itoa(row), nil))
 				}()
 				testkit.WaitNoAdvisoryLocks(t, e.admin)
-				if v := e.value(t, 1); v != 0 {
+				if v := e.value(t, row); v != 0 {
 					t.Fatalf("value %d after a panic, want 0 (rolled back)", v)
 				}
 				w := httptest.NewRecorder()
-				mux.ServeHTTP(w, httptest.NewRequest(http.MethodPut, "/orders/1", nil))
+				mux.ServeHTTP(w, httptest.NewRequest(http.MethodPut, "/orders/"+strconv.Itoa(row), nil))
 				if w.Code != http.StatusOK {
 					t.Fatalf("after the panic: %d %q, want 200", w.Code, w.Body.String())
 				}

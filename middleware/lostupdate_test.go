@@ -40,7 +40,7 @@ func TestLostUpdates(t *testing.T) {
 				// The Locker gets a pool of its own, as the package
 				// documentation advises: the 200 waiters queue for its
 				// connections and cannot starve the handler of e.db's.
-				lockDB := itest.OpenDSN(t, driver, e.dsn)
+				lockDB := itest.OpenDSN(t, driver, e.dsn) // closed before e's checks run
 				lockDB.SetMaxOpenConns(lostUpdatePool)
 				t.Cleanup(func() { testkit.WaitConnsIdle(t, lockDB) })
 				lock := middleware.Lock(advisory.New(lockDB), middleware.PathValue(orders, "id"),
@@ -65,10 +65,11 @@ func TestLostUpdates(t *testing.T) {
 				}))
 			}},
 		}
-		for _, tc := range cases {
+		e := setup(t, driver)
+		e.db.SetMaxOpenConns(lostUpdatePool)
+		for i, tc := range cases {
+			row := 3 + i // each case its own order
 			t.Run(tc.name, func(t *testing.T) {
-				e := setup(t, driver)
-				e.db.SetMaxOpenConns(lostUpdatePool)
 				mux := http.NewServeMux()
 				mux.Handle("POST /orders/{id}/increment", tc.build(t, e))
 				srv := serve(t, mux)
@@ -81,7 +82,7 @@ func TestLostUpdates(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						r, n, err := sendRetrying(ctx, srv.Client(), http.MethodPost, srv.URL+"/orders/3/increment")
+						r, n, err := sendRetrying(ctx, srv.Client(), http.MethodPost, srv.URL+"/orders/"+strconv.Itoa(row)+"/increment")
 						tries.Add(int64(n))
 						if err != nil || r.status != http.StatusOK {
 							failures.Add(1)
@@ -90,7 +91,7 @@ func TestLostUpdates(t *testing.T) {
 					}()
 				}
 				wg.Wait()
-				got := e.value(t, 3)
+				got := e.value(t, row)
 				lost := lostUpdateRequests - got
 				t.Logf("%d requests (%d sends with retries) in %v: final value %d, %d updates lost",
 					lostUpdateRequests, tries.Load(), time.Since(start).Round(time.Millisecond), got, lost)

@@ -69,32 +69,30 @@ func TestSingleton(t *testing.T) {
 			}
 		}
 		t.Logf("%d rounds of %d runners, one ran each round; wins by runner: %v", rounds, runners, winners)
+		t.Run("lost", func(t *testing.T) { singletonLost(t, e) })
 	})
 }
 
-// TestSingletonLost checks that a job whose lock is lost sees its context
+// singletonLost checks that a job whose lock is lost sees its context
 // cancelled with ErrLockLost and that the wrapper reports the loss.
-func TestSingletonLost(t *testing.T) {
-	itest.EachDriver(t, func(t *testing.T, driver string) {
-		e := setup(t, driver)
-		pids := make(chan int, 1)
-		job := middleware.Singleton(advisory.New(e.db, advisory.WithKeepAlive(100*time.Millisecond)), keyspace.Hash("middleware-test:lost"),
-			func(ctx context.Context) error {
-				pids <- middleware.Lease(ctx).PID()
-				select {
-				case <-ctx.Done():
-					return context.Cause(ctx)
-				case <-time.After(20 * time.Second):
-					return errors.New("not cancelled")
-				}
-			})
-		errc := make(chan error, 1)
-		go func() { errc <- job(context.Background()) }()
-		testkit.TerminateBackend(t, e.admin, <-pids)
-		if err := <-errc; !errors.Is(err, advisory.ErrLockLost) {
-			t.Fatalf("job returned %v, want advisory.ErrLockLost", err)
-		}
-	})
+func singletonLost(t *testing.T, e *env) {
+	pids := make(chan int, 1)
+	job := middleware.Singleton(advisory.New(e.db, advisory.WithKeepAlive(100*time.Millisecond)), keyspace.Hash("middleware-test:lost"),
+		func(ctx context.Context) error {
+			pids <- middleware.Lease(ctx).PID()
+			select {
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			case <-time.After(20 * time.Second):
+				return errors.New("not cancelled")
+			}
+		})
+	errc := make(chan error, 1)
+	go func() { errc <- job(context.Background()) }()
+	testkit.TerminateBackend(t, e.admin, <-pids)
+	if err := <-errc; !errors.Is(err, advisory.ErrLockLost) {
+		t.Fatalf("job returned %v, want advisory.ErrLockLost", err)
+	}
 }
 
 // TestKeyed sends 5 messages for each of 4 keys through two Keyed (two
