@@ -30,6 +30,7 @@ type Lease struct {
 	shared bool
 	pid    int
 	grant  time.Time
+	tokens []int64 // fencing tokens, in the order of keys; nil without fencing
 
 	// connMu serialises statements on conn (keepalive pings, release); a
 	// ping whose driver call hangs keeps it until the call returns.
@@ -47,9 +48,9 @@ type Lease struct {
 	onLost   []func(error)
 }
 
-func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid int) *Lease {
+func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid int, tokens []int64) *Lease {
 	ls := &Lease{
-		l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: time.Now(),
+		l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: time.Now(), tokens: tokens,
 		lost: make(chan struct{}), stop: make(chan struct{}), kaDone: make(chan struct{}),
 	}
 	go ls.keepalive()

@@ -95,6 +95,9 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if l == nil || l.db == nil {
 		return nil, ErrNilDB
 	}
+	if l.opts.fenceErr != nil {
+		return nil, l.opts.fenceErr
+	}
 	start := time.Now()
 	if err := ctx.Err(); err != nil {
 		return nil, l.fail(ctx, keys, err)
@@ -109,20 +112,22 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		return nil, l.fail(ctx, keys, err)
 	}
 	held, pid := 0, 0
+	var tokens []int64
 	if try {
-		held, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
-	} else if l.opts.hooks.Contended != nil {
+		held, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
 		// Try first so that contention can be reported; a try takes keys in
 		// order and stops at the first refusal, so the keys it got are a
-		// prefix and the wait below continues in the same order.
-		held, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		// prefix and the wait below continues in the same order. (Not for
+		// fenced multi-key locks: their tokens come with the whole set.)
+		held, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 		if err == nil && held < len(keys) {
 			l.opts.hooks.Contended(keys[0], shared)
 		}
 	}
 	if err == nil && held < len(keys) && !try {
 		var n int
-		n, pid, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], l.opts.lockTimeout)
+		n, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], l.opts.lockTimeout)
 		held += n
 	}
 	if err == nil && held < len(keys) && try && held == 0 {
@@ -142,7 +147,7 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		err = ctx.Err()
 	}
 	if err != nil {
-		if held == 0 && len(keys) == 1 && pgerr.SQLState(err) == pgerr.LockNotAvailable {
+		if held == 0 && len(keys) == 1 && !l.opts.fencing && pgerr.SQLState(err) == pgerr.LockNotAvailable {
 			// lock_timeout ended the wait of the only key: nothing is held
 			// and the connection is healthy.
 			conn.Close()
@@ -159,7 +164,12 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		l.discard(conn)
 		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), pid, ErrPooler)
 	}
-	ls := newLease(l, conn, keys, shared, pid)
+	if l.opts.fencing && len(tokens) != len(keys) {
+		l.discard(conn)
+		l.releasePID(pid)
+		return nil, fmt.Errorf("advisory: lock %v: no fencing token from the server", keyArg(keys))
+	}
+	ls := newLease(l, conn, keys, shared, pid, tokens)
 	if h := l.opts.hooks.Acquired; h != nil {
 		h(keys[0], shared, ls.grant.Sub(start))
 	}
@@ -169,29 +179,56 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 }
 
 // exec runs one acquire statement for keys on conn and returns how many of
-// keys (a prefix) the session now holds and the backend pid.
-func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, error) {
+// keys (a prefix) the session now holds, the backend pid, and with fencing
+// the tokens of keys once all are held.
+func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
 	var pid int
 	if len(keys) == 1 {
 		var ok bool
-		q, args := sqltext.Lock(l.style, m, keys[0], timeout)
-		if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid); err != nil {
-			return 0, 0, err
+		var token sql.NullInt64
+		if l.opts.fencing {
+			q, args := sqltext.LockFenced(l.style, m, keys[0], timeout, l.opts.fenceTable)
+			if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid, &token); err != nil {
+				return 0, 0, nil, fenceError(err)
+			}
+		} else {
+			q, args := sqltext.Lock(l.style, m, keys[0], timeout)
+			if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid); err != nil {
+				return 0, 0, nil, err
+			}
 		}
-		if ok {
-			return 1, pid, nil
+		switch {
+		case !ok:
+			return 0, pid, nil, nil
+		case token.Valid:
+			return 1, pid, []int64{token.Int64}, nil
 		}
-		return 0, pid, nil
+		return 1, pid, nil, nil
 	}
 	var n int64
-	q, args := sqltext.LockAll(l.style, m, keys, timeout)
-	if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid); err != nil {
-		return 0, 0, err
+	var tokens []int64
+	if l.opts.fencing {
+		var list sql.NullString
+		q, args := sqltext.LockAllFenced(l.style, m, keys, timeout, l.opts.fenceTable)
+		if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid, &list); err != nil {
+			return 0, 0, nil, fenceError(err)
+		}
+		if list.Valid {
+			var err error
+			if tokens, err = parseTokens(list.String, len(keys)); err != nil {
+				return 0, pid, nil, err
+			}
+		}
+	} else {
+		q, args := sqltext.LockAll(l.style, m, keys, timeout)
+		if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid); err != nil {
+			return 0, 0, nil, err
+		}
 	}
 	if n < 0 || n > int64(len(keys)) {
-		return 0, pid, fmt.Errorf("advisory: server reported %d keys taken of %d", n, len(keys))
+		return 0, pid, nil, fmt.Errorf("advisory: server reported %d keys taken of %d", n, len(keys))
 	}
-	return int(n), pid, nil
+	return int(n), pid, tokens, nil
 }
 
 // fail builds the error of a failed acquire: the context's error when the

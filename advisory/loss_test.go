@@ -165,9 +165,13 @@ func TestLossRestart(t *testing.T) {
 			testkit.WaitNoAdvisoryLocks(t, admin)
 			testkit.WaitConnsIdle(t, db)
 		})
-		l := advisory.New(db, advisory.WithKeepAlive(lossKeepAlive))
+		if err := advisory.CreateFenceTable(timeout(t, 30*time.Second), db, ""); err != nil {
+			t.Fatal(err)
+		}
+		l := advisory.New(db, advisory.WithKeepAlive(lossKeepAlive), advisory.WithFencing(""))
 		key := testKey(t)
 		lease, errc, doneAt := doUntilLost(t, l, key)
+		before := lease.Token()
 		t0 := time.Now()
 		restarted := make(chan error, 1)
 		go func() { restarted <- srv.Restart(context.Background()) }()
@@ -179,6 +183,10 @@ func TestLossRestart(t *testing.T) {
 		again, err := l.Lock(timeout(t, 30*time.Second), key)
 		if err != nil {
 			t.Fatalf("Lock after restart: %v", err)
+		}
+		t.Logf("fencing token %d before the restart, %d after", before, again.Token())
+		if again.Token() <= before {
+			t.Errorf("token %d after the restart, %d before", again.Token(), before)
 		}
 		if err := again.Release(context.Background()); err != nil {
 			t.Fatal(err)

@@ -22,6 +22,10 @@ type options struct {
 	lockTimeout time.Duration
 	logger      *slog.Logger
 	hooks       Hooks
+
+	fencing    bool
+	fenceTable string // quoted identifier
+	fenceErr   error  // a bad table name, reported by every acquire
 }
 
 // WithKeepAlive sets how often a held lease checks its connection (default

@@ -100,9 +100,14 @@ func TestStaleWriter(t *testing.T) {
 		e := setup(t, driver)
 		createTable(t, e)
 		ctx := timeout(t, 120*time.Second)
-		la := advisory.New(e.db, advisory.WithKeepAlive(time.Hour))
-		lb := advisory.New(e.db)
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		la := advisory.New(e.db, advisory.WithKeepAlive(time.Hour), advisory.WithFencing(""))
+		lb := advisory.New(e.db, advisory.WithFencing(""))
 		key := testKey(t)
+		store := &fencedStore{}
+		rejected := 0
 		for range trials {
 			a, err := la.Lock(ctx, key)
 			if err != nil {
@@ -112,6 +117,9 @@ func TestStaleWriter(t *testing.T) {
 			b, err := lb.Lock(ctx, key)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !store.write(b.Token()) {
+				t.Fatalf("the store refused the new holder's token %d", b.Token())
 			}
 			if err := b.Tx(ctx, func(tx *sql.Tx) error {
 				_, err := tx.ExecContext(ctx, `INSERT INTO writes VALUES ('b', 1)`)
@@ -126,6 +134,11 @@ func TestStaleWriter(t *testing.T) {
 			if !errors.Is(err, advisory.ErrLockLost) {
 				t.Fatalf("stale write through Tx = %v, want ErrLockLost", err)
 			}
+			// The stale holder's write to a store outside the database.
+			if store.write(a.Token()) {
+				t.Fatalf("the store took the stale token %d after %d", a.Token(), b.Token())
+			}
+			rejected++
 			if err := a.Release(ctx); !errors.Is(err, advisory.ErrLockLost) {
 				t.Fatalf("Release of the cut-off lease = %v", err)
 			}
@@ -134,7 +147,8 @@ func TestStaleWriter(t *testing.T) {
 			}
 		}
 		stale, good := countWrites(t, e, "a"), countWrites(t, e, "b")
-		t.Logf("%d trials, %d holders cut off, %d stale writes accepted, %d writes by the new holder", trials, trials, stale, good)
+		t.Logf("%d trials, %d holders cut off, %d stale writes accepted through Lease.Tx, %d stale tokens rejected by the outside store, %d writes by the new holder",
+			trials, trials, stale, rejected, good)
 		if stale != 0 || good != trials {
 			t.Fatalf("stale %d, good %d", stale, good)
 		}
@@ -181,4 +195,21 @@ func TestTxKeepaliveReleaseRace(t *testing.T) {
 			wg.Wait()
 		}
 	})
+}
+
+// fencedStore is a store outside the database that takes a write only with
+// a token at least as high as the highest it has seen.
+type fencedStore struct {
+	mu      sync.Mutex
+	highest int64
+}
+
+func (s *fencedStore) write(token int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if token < s.highest {
+		return false
+	}
+	s.highest = token
+	return true
 }

@@ -237,3 +237,76 @@ func XactLockAll(s Style, m Mode, keys []keyspace.Key, timeout time.Duration) (s
 	b := &builder{style: s}
 	return b.restoring(b.lockAll("xact_", m, keys), timeout), b.args
 }
+
+// fencedInsert renders the upsert that bumps the fencing counter of every key
+// in rows (a FROM list yielding columns v int8 and p bool) and returns the
+// new tokens with their keys. table must already be a quoted identifier.
+func fencedInsert(table, rows string) string {
+	return "INSERT INTO " + table + " AS c (key, pair, token) SELECT v, p, 1 FROM " + rows +
+		" ON CONFLICT (key, pair) DO UPDATE SET token = c.token + 1 RETURNING c.key, c.pair, c.token"
+}
+
+// packed renders k as the (int8, bool) pair that the fencing table stores.
+func (b *builder) packed(k keyspace.Key) (string, string) {
+	if x, y, ok := k.Pair(); ok {
+		return b.int8(int64(x)<<32 | int64(uint32(y))), "true"
+	}
+	n, _ := k.Int64()
+	return b.int8(n), "false"
+}
+
+// LockFenced is Lock plus a fencing token in the same round trip: when the
+// lock is taken, the counter of k in table (a quoted identifier, see
+// FenceTable) is bumped in the same statement. It returns one row:
+// (acquired bool, backend pid int4, token int8, NULL when not acquired).
+// lock_timeout, when set, also bounds the wait for the counter row; a
+// failure after the grant leaves the lock held by the session.
+func LockFenced(s Style, m Mode, k keyspace.Key, timeout time.Duration, table string) (string, []any) {
+	b := &builder{style: s}
+	expr := b.withTimeout(b.acquire("", m, k), timeout)
+	v, p := b.packed(k)
+	return "WITH l AS (SELECT " + expr + " AS ok, pg_backend_pid() AS pid), " +
+		"f AS (" + fencedInsert(table, "(SELECT "+v+" AS v, "+p+" AS p FROM l WHERE l.ok) AS k") + ") " +
+		"SELECT l.ok, l.pid, (SELECT token FROM f) FROM l", b.args
+}
+
+// LockAllFenced is LockAll plus one fencing token per key in the same round
+// trip, bumped only when every key was taken. It returns one row: (acquired
+// int8, backend pid int4, tokens as text: comma-separated decimal integers in
+// the order of keys, NULL when not all were taken).
+func LockAllFenced(s Style, m Mode, keys []keyspace.Key, timeout time.Duration, table string) (string, []any) {
+	b := &builder{style: s}
+	expr := b.withTimeout(b.lockAll("", m, keys), timeout)
+	var vals, pairs strings.Builder
+	vals.WriteByte('{')
+	pairs.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			vals.WriteByte(',')
+			pairs.WriteByte(',')
+		}
+		if x, y, ok := k.Pair(); ok {
+			vals.WriteString(strconv.FormatInt(int64(x)<<32|int64(uint32(y)), 10))
+			pairs.WriteByte('t')
+		} else {
+			n, _ := k.Int64()
+			vals.WriteString(strconv.FormatInt(n, 10))
+			pairs.WriteByte('f')
+		}
+	}
+	vals.WriteByte('}')
+	pairs.WriteByte('}')
+	v := b.text(vals.String()) + "::int8[]"
+	p := b.text(pairs.String()) + "::bool[]"
+	return "WITH l AS (SELECT " + expr + " AS n, pg_backend_pid() AS pid), " +
+		"k AS (SELECT u.v, u.p, u.ord FROM unnest(" + v + ", " + p + ") WITH ORDINALITY AS u(v, p, ord)), " +
+		"f AS (" + fencedInsert(table, "(SELECT k.v, k.p FROM k, l WHERE l.n = "+strconv.Itoa(len(keys))+") AS k") + ") " +
+		"SELECT l.n, l.pid, (SELECT string_agg(f.token::text, ',' ORDER BY k.ord) FROM f JOIN k ON f.key = k.v AND f.pair = k.p) FROM l", b.args
+}
+
+// FenceTable returns the DDL that creates the fencing counter table, for a
+// table name that is already a quoted identifier.
+func FenceTable(table string) string {
+	return "CREATE TABLE IF NOT EXISTS " + table + " (" +
+		"key int8 NOT NULL, pair bool NOT NULL, token int8 NOT NULL, PRIMARY KEY (key, pair))"
+}
