@@ -116,13 +116,10 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return true
 }
 
-// TestCleanupLocal: after Close, the postmaster, its children and the
-// watchdog have exited, the port is closed and the temp directory is gone.
-func TestCleanupLocal(t *testing.T) {
-	s, err := itest.Start(ctxT(t, 2*time.Minute), itest.Config{Mode: itest.ModeLocal, Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
+// checkLocalCleanup closes s, a ModeLocal server, and checks that the
+// postmaster, its children and the watchdog have exited, the port is closed
+// and the temp directory is gone.
+func checkLocalCleanup(t *testing.T, s *itest.Server) {
 	pid, dir, wd, addr := itest.LocalPID(s), itest.LocalDir(s), itest.WatchdogPID(s), s.Addr()
 	kids := children(pid)
 	if pid == 0 || dir == "" || wd == 0 || len(kids) == 0 {
@@ -156,22 +153,24 @@ func TestCleanupLocal(t *testing.T) {
 	}
 }
 
-// TestCleanupDocker: after Close, the container is gone and the port closed.
-func TestCleanupDocker(t *testing.T) {
-	s, err := itest.Start(ctxT(t, 2*time.Minute), itest.Config{Mode: itest.ModeDocker, Logf: t.Logf})
-	if err != nil {
-		itest.Unavailable(t, err)
-	}
-	id, addr := s.ContainerID(), s.Addr()
+// checkDockerCleanup closes s, a ModeDocker server, and checks that the
+// container and its watchdog are gone and the port is closed.
+func checkDockerCleanup(t *testing.T, s *itest.Server) {
+	id, addr, wd := s.ContainerID(), s.Addr(), itest.WatchdogPID(s)
 	pool := dockerPool(t)
 	if containerGone(pool, id) || !listening(addr) {
 		t.Fatalf("container %s or %s not up", id, addr)
 	}
+	begin := time.Now()
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
+	t.Logf("Close took %v; checked container %.12s, watchdog %d, %s", time.Since(begin).Round(time.Millisecond), id, wd, addr)
 	if !containerGone(pool, id) {
 		t.Errorf("container %.12s still exists after Close", id)
+	}
+	if wd != 0 && !procGone(wd) {
+		t.Errorf("watchdog %d still runs after Close", wd)
 	}
 	if !waitFor(5*time.Second, func() bool { return !listening(addr) }) {
 		t.Errorf("%s still accepts connections after Close", addr)
@@ -263,25 +262,5 @@ func TestWatchdog(t *testing.T) {
 			}
 			t.Logf("%s server gone %v after its test binary was killed", mode, time.Since(begin).Round(time.Millisecond))
 		})
-	}
-}
-
-// TestNoLeftovers runs last in this file's order and checks, for both modes,
-// that no container labelled by itest for this process is left.
-func TestNoLeftovers(t *testing.T) {
-	pool, err := dockertest.NewPool("")
-	if err != nil {
-		t.Skip(err)
-	}
-	cs, err := pool.Client.ListContainers(dc.ListContainersOptions{
-		All:     true,
-		Filters: map[string][]string{"label": {"pgadvisory.itest.pid=" + strconv.Itoa(os.Getpid())}},
-	})
-	if err != nil {
-		itest.Unavailable(t, err)
-	}
-	// NewServer's containers of earlier tests are closed by their cleanup.
-	if len(cs) != 0 {
-		t.Errorf("%d containers of this test binary still exist", len(cs))
 	}
 }

@@ -18,10 +18,13 @@ func LocalDir(s *Server) string {
 	return ""
 }
 
-// WatchdogPID returns the pid of a ModeLocal server's watchdog, else 0.
+// WatchdogPID returns the pid of a server's watchdog, else 0.
 func WatchdogPID(s *Server) int {
 	if ls, ok := s.backend.(*localServer); ok && ls.watchdog != nil {
 		return ls.watchdog.Process.Pid
+	}
+	if ds, ok := s.backend.(*dockerServer); ok && ds.watchdog != nil {
+		return ds.watchdog.Process.Pid
 	}
 	return 0
 }

@@ -34,10 +34,11 @@ func setting(t *testing.T, db *sql.DB, name string) string {
 	return v
 }
 
-// TestModeEnv points PGADVISORY_TEST_DSN at a server of the test's own and
-// checks that ModeEnv uses it as it is and refuses to manage it.
+// TestModeEnv points PGADVISORY_TEST_DSN at the shared server (in CI one
+// that itest started) and checks that ModeEnv uses it as it is and refuses
+// to manage it.
 func TestModeEnv(t *testing.T) {
-	own := itest.NewServer(t, itest.Config{Mode: itest.ModeLocal})
+	own := itest.Shared(t)
 	t.Setenv(itest.EnvDSN, own.DSN("")+"&application_name=itest-env")
 	t.Setenv(itest.EnvMode, "")
 
@@ -147,6 +148,8 @@ func exerciseServer(t *testing.T, s *itest.Server) {
 	}
 }
 
+// TestModeLocal: a cluster from local binaries: settings, Restart, and
+// everything gone after Close.
 func TestModeLocal(t *testing.T) {
 	s := itest.NewServer(t, itest.Config{Mode: itest.ModeLocal, Settings: map[string]string{"max_locks_per_transaction": "97"}})
 	if s.Mode() != itest.ModeLocal {
@@ -155,9 +158,12 @@ func TestModeLocal(t *testing.T) {
 	if err := s.Pause(ctxT(t, time.Second)); err == nil {
 		t.Error("Pause of a local server succeeded, want an error")
 	}
-	exerciseServer(t, s)
+	t.Run("restart", func(t *testing.T) { exerciseServer(t, s) })
+	t.Run("cleanup", func(t *testing.T) { checkLocalCleanup(t, s) })
 }
 
+// TestModeDocker: the locally built image through dockertest: settings,
+// Restart, Pause, and everything gone after Close.
 func TestModeDocker(t *testing.T) {
 	s := itest.NewServer(t, itest.Config{Mode: itest.ModeDocker, Settings: map[string]string{"max_locks_per_transaction": "97"}})
 	if s.Mode() != itest.ModeDocker || s.ContainerID() == "" {
@@ -168,17 +174,18 @@ func TestModeDocker(t *testing.T) {
 			t.Errorf("container runs %s, want the locally built %s", img, itest.LocalImage)
 		}
 	}
-	exerciseServer(t, s)
+	t.Run("restart", func(t *testing.T) { exerciseServer(t, s) })
+	t.Run("pause", func(t *testing.T) { checkPause(t, s) })
+	t.Run("cleanup", func(t *testing.T) { checkDockerCleanup(t, s) })
 }
 
-// TestDockerPause shows that Pause is a partition: the connection stays up
+// checkPause shows that Pause is a partition: the connection stays up
 // and nothing answers. pgx gives up when the query's context ends; lib/pq does
 // not (its cancel request waits for the frozen server, and so does the
 // query), which is why code that must notice a partition cannot rely on the
 // context of a lib/pq call. After Unpause the server answers again and every
 // pending call returns.
-func TestDockerPause(t *testing.T) {
-	s := itest.NewServer(t, itest.Config{Mode: itest.ModeDocker})
+func checkPause(t *testing.T, s *itest.Server) {
 	dsn := s.NewDatabase(t)
 	dbs := map[string]*sql.DB{}
 	for _, driver := range itest.Drivers {
