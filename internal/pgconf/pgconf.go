@@ -78,9 +78,26 @@ func Resolve(dsn string, env Env, appName string) (Settings, error) {
 
 // parse reads a URL or keyword=value connection string into s.
 func (s *Settings) parse(dsn string) error {
-	if len(dsn) > maxDSN {
-		return fmt.Errorf("%d bytes long, the limit is %d", len(dsn), maxDSN)
+	// The text may be escaped (a URL triples a byte as %XX); the limit is
+	// on what it says, checked after parsing, so that DSN's own output
+	// always reads back.
+	if len(dsn) > 4*maxDSN {
+		return fmt.Errorf("%d bytes long, the limit is %d", len(dsn), 4*maxDSN)
 	}
+	if err := s.parseText(dsn); err != nil {
+		return err
+	}
+	n := len(s.Host) + len(s.User) + len(s.Password) + len(s.Database)
+	for k, v := range s.Params {
+		n += len(k) + len(v)
+	}
+	if n > maxDSN {
+		return fmt.Errorf("its settings are %d bytes long, the limit is %d", n, maxDSN)
+	}
+	return nil
+}
+
+func (s *Settings) parseText(dsn string) error {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		return s.parseURL(dsn)
 	}
@@ -114,7 +131,9 @@ func (s *Settings) parseURL(dsn string) error {
 		s.Password, _ = u.User.Password()
 	}
 	if h := u.Hostname(); h != "" {
-		s.Host = h
+		if err := s.set("host", h); err != nil {
+			return err
+		}
 	}
 	if p := u.Port(); p != "" {
 		if err := s.set("port", p); err != nil {
@@ -142,6 +161,9 @@ func (s *Settings) parseURL(dsn string) error {
 func (s *Settings) set(k, v string) error {
 	switch k {
 	case "host":
+		if strings.Contains(v, ",") {
+			return fmt.Errorf("host %q is a list: pglock connects to one host", v)
+		}
 		s.Host = v
 	case "port":
 		p, err := strconv.Atoi(v)
@@ -158,6 +180,11 @@ func (s *Settings) set(k, v string) error {
 	case "":
 		return errors.New("empty parameter name")
 	default:
+		for _, c := range k {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+				return fmt.Errorf("parameter name %q is not a libpq keyword", k)
+			}
+		}
 		s.Params[k] = v
 	}
 	return nil
@@ -229,7 +256,9 @@ func parseKeywords(s string) (map[string]string, error) {
 // fill applies the environment and the defaults to what is still unset.
 func (s *Settings) fill(env Env, appName string) error {
 	if s.Host == "" {
-		s.Host = env("PGHOST")
+		if err := s.set("host", env("PGHOST")); err != nil {
+			return fmt.Errorf("pgconf: PGHOST: %w", err)
+		}
 	}
 	if s.Port == 0 {
 		if p := env("PGPORT"); p != "" {

@@ -96,7 +96,12 @@ func TestResolveErrors(t *testing.T) {
 		{"", env("DATABASE_URL", "http://x"), "DATABASE_URL"},
 		{"", env("PGPORT", "0"), "PGPORT"},
 		{"connect_timeout=-1", env(), "connect_timeout"},
-		{strings.Repeat("a", maxDSN+1), env(), "limit"},
+		{"host=a,b", env(), "list"},
+		{"postgres://a,b/db", env(), "list"},
+		{"", env("PGHOST", "a,b"), "PGHOST"},
+		{strings.Repeat("a", 4*maxDSN+1), env(), "limit"},
+		{"application_name=" + strings.Repeat("a", maxDSN), env(), "limit"},
+		{"postgres://h/db?a%20b=c", env(), "not a libpq keyword"},
 	}
 	for _, tc := range cases {
 		_, err := Resolve(tc.dsn, tc.env, "")
