@@ -38,6 +38,23 @@
 // with a transaction on the holding connection and writes elsewhere with your
 // own fencing.
 //
+// # Fencing
+//
+// A lock alone cannot stop a holder that paused (GC, a partition) and wakes
+// up after its lock was lost and taken by someone else. Two fences:
+//
+//   - Lease.Tx runs a transaction on the very connection that holds the
+//     lock: if the session is gone, so is the lock, and the transaction fails
+//     with ErrLockLost; a commit that succeeded happened while the lock was
+//     held. The keepalive never sends a statement inside such a transaction.
+//   - WithFencing makes every acquisition return a token (Lease.Token,
+//     Lease.Tokens), strictly increasing per key across holders, processes
+//     and server restarts, bumped in a counter table in the same statement as
+//     the acquire (no extra round trip). Stores outside this database take a
+//     write only with a token at least as high as the highest they have seen.
+//     Create the table once with CreateFenceTable (or FenceTableSQL in a
+//     migration); without it acquisitions fail with ErrNoFenceTable.
+//
 // # Poolers
 //
 // Session locks cannot work through a pooler in transaction mode (PgBouncer
@@ -54,10 +71,12 @@
 // An exclusive or shared Lock sends one statement built by sqltext.Lock (wait
 // mode, with lock_timeout folded in when WithLockTimeout is set); TryLock and
 // TryLockShared send sqltext.Lock in try mode; LockAll sends sqltext.LockAll
-// for two or more keys; Release sends sqltext.Unlock once per key, on the
-// same connection. When Hooks.Contended is set, Lock and LockAll first try
+// for two or more keys (with WithFencing: sqltext.LockFenced and
+// sqltext.LockAllFenced instead); Release sends sqltext.Unlock once per key,
+// on the same connection. When Hooks.Contended is set, Lock and LockAll first try
 // (try mode), report contention if refused, and then wait: one more round
-// trip, but only under contention and only when that hook is asked for.
+// trip, but only under contention and only when that hook is asked for
+// (fenced multi-key locks do not try first).
 //
 // # Concurrency
 //

@@ -123,3 +123,38 @@ func ExampleLocker_LockAll() {
 	fmt.Println("holding", lease.Keys())
 	// Output: holding [(1,17) (1,42)]
 }
+
+func ExampleLease_Tx() {
+	db, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE TABLE reports (day date PRIMARY KEY)"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := advisory.CreateFenceTable(ctx, db, ""); err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	l := advisory.New(db, advisory.WithFencing(""))
+	lease, err := l.Lock(ctx, keyspace.Hash("daily-report-job"))
+	if err != nil {
+		fmt.Println("lock:", err)
+		return
+	}
+	defer lease.Release(ctx)
+
+	// A write to this database, fenced by running on the holding session:
+	// if the lock was lost it fails with ErrLockLost instead of committing.
+	err = lease.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO reports VALUES ('2026-11-25')")
+		return err
+	})
+	fmt.Println("write:", err)
+	// A write elsewhere carries the token; that store rejects lower ones.
+	fmt.Println("token:", lease.Token())
+	// Output:
+	// write: <nil>
+	// token: 1
+}
