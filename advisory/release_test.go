@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
@@ -87,6 +88,7 @@ func TestReleaseFalse(t *testing.T) {
 		{"error", func(q *sqlmock.ExpectedQuery) { q.WillReturnError(driver.ErrBadConn) }, driver.ErrBadConn},
 	} {
 		t.Run(unlock.name, func(t *testing.T) {
+			defer testkit.VerifyNone(t)
 			db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
 			if err != nil {
 				t.Fatal(err)
@@ -124,4 +126,40 @@ func values(args []any) []driver.Value {
 		out[i] = a
 	}
 	return out
+}
+
+// TestPoolerSamePID: a second lease that lands on the backend of a live
+// lease (only a pooler can do that) is refused with ErrPooler, after giving
+// back what its acquire took; the first lease is unaffected.
+func TestPoolerSamePID(t *testing.T) {
+	defer testkit.VerifyNone(t)
+	db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	a, b := keyspace.Int64(1), keyspace.Int64(2)
+	for _, k := range []keyspace.Key{a, b} {
+		q, args := sqltext.Lock(sqltext.Params, sqltext.Mode{}, k, 0)
+		mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"ok", "pid"}).AddRow(true, 7))
+	}
+	for _, k := range []keyspace.Key{b, a} {
+		q, args := sqltext.Unlock(sqltext.Params, false, k)
+		mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"ok"}).AddRow(true))
+	}
+	l := advisory.New(db, advisory.WithKeepAlive(time.Hour))
+	ctx := timeout(t, 10*time.Second)
+	first, err := l.Lock(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Lock(ctx, b); !errors.Is(err, advisory.ErrPooler) {
+		t.Fatalf("second lease on the same backend = %v, want ErrPooler", err)
+	}
+	if err := first.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
 }
