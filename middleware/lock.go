@@ -25,8 +25,9 @@ import (
 // While the handler runs, the request context carries the lease (see Lease)
 // and is cancelled if the lock is lost (the lease's keepalive failed, its
 // backend was terminated), with a cause that wraps advisory.ErrLockLost:
-// check ctx.Done() before writes that the lock protects, or make them on the
-// holding connection (Lease(ctx).Tx, where advisory offers it). The lease is
+// check ctx.Done() before writes that the lock protects, or make writes to
+// this database on the holding connection with Lease(ctx).Tx, which fails
+// once the session that held the lock is gone. The lease is
 // released when the handler returns, also when it panics (the panic then
 // continues).
 //

@@ -68,8 +68,10 @@ func FailFast() Option { return func(c *config) { c.wait = 0 } }
 
 // WaitUpTo makes the middleware wait for the lock up to d, then answer 503
 // (ErrWaitTimeout). For Lock, d bounds the pool checkout and the wait
-// together (a context deadline); for TxLock it is the server's lock_timeout
-// of the lock statement. d must be positive.
+// together (a context deadline; advisory discards the connection of a wait
+// cut short that way, so a timeout costs a reconnection); for TxLock it is
+// the server's lock_timeout of the lock statement, which leaves the
+// connection usable. d must be positive.
 func WaitUpTo(d time.Duration) Option {
 	if d <= 0 {
 		panic("middleware: WaitUpTo needs a positive duration")
