@@ -138,6 +138,32 @@ func serverCredential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
 
+// tempBase is where the cluster's temporary directory goes: os.TempDir(),
+// unless the server's user cannot reach it or the socket path in it would be
+// longer than the kernel allows (about 100 bytes), then /tmp.
+func tempBase(cred *syscall.Credential) string {
+	base := os.TempDir()
+	if len(base)+len("/pgadvisory-itest-0123456789/.s.PGSQL.65535") > 100 {
+		return "/tmp"
+	}
+	if cred == nil {
+		return base
+	}
+	for d := base; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return "/tmp"
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm()&0o001 == 0 && (!ok || st.Uid != cred.Uid) {
+			return "/tmp" // not traversable by the server's user
+		}
+		if d == filepath.Dir(d) {
+			return base
+		}
+	}
+}
+
 // freePort asks the kernel for a port that is free at the moment.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -159,7 +185,7 @@ func startLocal(ctx context.Context, cfg Config, logf func(string, ...any)) (*Se
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pgadvisory-itest-")
+	dir, err := os.MkdirTemp(tempBase(cred), "pgadvisory-itest-")
 	if err != nil {
 		return nil, fmt.Errorf("itest: temp dir: %w", err)
 	}
