@@ -66,7 +66,8 @@ func (c *config) reject(w http.ResponseWriter, r *http.Request, key keyspace.Key
 	}
 	if c.logger != nil {
 		level := slog.LevelDebug
-		if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCommitFailed) {
+		if (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCommitFailed)) && r.Context().Err() == nil {
+			// A client that went away is no server error.
 			level = slog.LevelError
 		}
 		c.log(r.Context(), level, "middleware: request rejected", r, key, err)
