@@ -38,6 +38,12 @@
 // look like one backend behind a pooler) and ExpectKeepAlive answers with the
 // pid of the latest acquire.
 //
+// For a Locker with advisory.WithFencing, give New WithFencing with the same
+// table: the acquire expectations then expect the fenced statements and hand
+// out tokens as a fresh counter table does (1, 2, 3, ... per key; Token tells
+// the latest), and ExpectLockNoFenceTable fails an acquire as a missing table
+// does (advisory.ErrNoFenceTable).
+//
 // A Locker with advisory.Hooks.Contended set tries before it waits: expect
 // ExpectTryLock(key, false) followed by ExpectLock(key) for a contended Lock,
 // and ExpectTryLock(key, true) alone for an uncontended one.

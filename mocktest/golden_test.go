@@ -39,6 +39,10 @@ func TestStatementsGolden(t *testing.T) {
 				}
 				q, a := sqltext.LockAll(st.style, m, keys, timeout)
 				add(fmt.Sprintf("%s LockAll %+v %v", st.name, m, timeout), q, a)
+				q, a = sqltext.LockFenced(st.style, m, keys[1], timeout, `"public"."fence"`)
+				add(fmt.Sprintf("%s LockFenced %+v %v", st.name, m, timeout), q, a)
+				q, a = sqltext.LockAllFenced(st.style, m, keys, timeout, `"pgadvisory_fence"`)
+				add(fmt.Sprintf("%s LockAllFenced %+v %v", st.name, m, timeout), q, a)
 				q, a = sqltext.XactLockAll(st.style, m, keys, timeout)
 				add(fmt.Sprintf("%s XactLockAll %+v %v", st.name, m, timeout), q, a)
 			}
@@ -51,6 +55,7 @@ func TestStatementsGolden(t *testing.T) {
 		}
 	}
 	add("Ping", sqltext.Ping, nil)
+	add("FenceTable", sqltext.FenceTable(`"pgadvisory_fence"`), nil)
 	add("UnlockAll", sqltext.UnlockAll, nil)
 
 	path := filepath.Join("testdata", "statements.golden")

@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
 // Mock holds the expectations of one mocked database. It embeds
@@ -27,15 +30,22 @@ type Mock struct {
 	keep    driver.Conn // holds the mock open (see Open)
 	timeout time.Duration
 
-	mu  sync.Mutex
-	pid int // the pid of the latest acquire expectation
+	fencing    bool
+	fenceTable string // quoted as advisory quotes it
+	fenceName  string // as given to WithFencing
+
+	mu     sync.Mutex
+	pid    int                    // the pid of the latest acquire expectation
+	tokens map[keyspace.Key]int64 // the latest fencing token per key
 }
 
 // Option configures New, or one expectation.
 type Option func(*config)
 
 type config struct {
-	timeout time.Duration
+	timeout   time.Duration
+	fencing   bool
+	fenceName string
 }
 
 // WithLockTimeout says which lock_timeout the code under test asks for (as
@@ -44,6 +54,15 @@ type config struct {
 // expectation; given to one expectation it applies to that one.
 func WithLockTimeout(d time.Duration) Option {
 	return func(c *config) { c.timeout = d }
+}
+
+// WithFencing says that the code under test's Locker has
+// advisory.WithFencing(table): the session acquire expectations then expect
+// the statements that also bump the fencing counters, and answer with
+// tokens, 1, 2, 3, ... per key, in the order the expectations are added
+// (Token tells the latest). Given to New or Open; Locker applies it too.
+func WithFencing(table string) Option {
+	return func(c *config) { c.fencing, c.fenceName = true, table }
 }
 
 // testingT is what the mock needs of a test, so that its own failure path can
@@ -103,7 +122,11 @@ func Open(opts ...Option) (*sql.DB, *Mock, error) {
 		db.Close()
 		return nil, nil, fmt.Errorf("mocktest: %w", err)
 	}
-	return db, &Mock{Sqlmock: sm, db: db, keep: keep, timeout: c.timeout, pid: firstPID - 1}, nil
+	m := &Mock{Sqlmock: sm, db: db, keep: keep, timeout: c.timeout, pid: firstPID - 1, tokens: map[keyspace.Key]int64{}}
+	if c.fencing {
+		m.fencing, m.fenceName, m.fenceTable = true, c.fenceName, quoteTable(c.fenceName)
+	}
+	return db, m, nil
 }
 
 // Close closes the mocked database. New's cleanup calls it.
@@ -136,14 +159,55 @@ func (m *Mock) nextPID() int {
 	return m.pid
 }
 
-// Locker returns advisory.New(db, opts...) for the mocked database with two
-// settings first that suit a mock (opts given here override them): the
-// mock's lock timeout, and a keepalive of an hour, so that no ping that the
-// test did not expect is sent while it runs. Tests of the keepalive itself
-// pass advisory.WithKeepAlive with a short interval and expect the pings.
+// Locker returns advisory.New(db, opts...) for the mocked database with the
+// settings that match the mock first (opts given here override them): the
+// mock's lock timeout and fencing, and a keepalive of an hour, so that no
+// ping that the test did not expect is sent while it runs. Tests of the
+// keepalive itself pass advisory.WithKeepAlive with a short interval and
+// expect the pings.
 func (m *Mock) Locker(opts ...advisory.Option) *advisory.Locker {
-	all := append([]advisory.Option{advisory.WithKeepAlive(time.Hour), advisory.WithLockTimeout(m.timeout)}, opts...)
-	return advisory.New(m.db, all...)
+	all := []advisory.Option{advisory.WithKeepAlive(time.Hour), advisory.WithLockTimeout(m.timeout)}
+	if m.fencing {
+		all = append(all, advisory.WithFencing(m.fenceName))
+	}
+	return advisory.New(m.db, append(all, opts...)...)
+}
+
+// Token returns the latest fencing token the mock's expectations hand out
+// for key (0 if none), as the lease that key's latest grant makes reports it
+// with Lease.Token.
+func (m *Mock) Token(key keyspace.Key) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tokens[key]
+}
+
+// nextTokens bumps the fencing counter of every key, as a grant does on the
+// server, and returns the new tokens in the order of keys.
+func (m *Mock) nextTokens(keys []keyspace.Key) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		m.tokens[k]++
+		out[i] = strconv.FormatInt(m.tokens[k], 10)
+	}
+	return out
+}
+
+// quoteTable quotes a fencing table name as advisory does: "" is
+// advisory.DefaultFenceTable, and each dot-separated part is double-quoted.
+// (advisory rejects names that need more than that before sending
+// anything.)
+func quoteTable(name string) string {
+	if name == "" {
+		name = advisory.DefaultFenceTable
+	}
+	parts := strings.Split(name, ".")
+	for i, p := range parts {
+		parts[i] = `"` + p + `"`
+	}
+	return strings.Join(parts, ".")
 }
 
 // timeoutFor is the lock_timeout an expectation expects.

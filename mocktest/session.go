@@ -3,6 +3,8 @@ package mocktest
 import (
 	"database/sql/driver"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/DATA-DOG/go-sqlmock"
@@ -40,19 +42,14 @@ func (m *Mock) ExpectTryLockShared(key keyspace.Key, acquired bool) *sqlmock.Exp
 // ExpectLockAll expects advisory's LockAll of keys (in any order: LockAll
 // sorts and de-duplicates them), and grants them all.
 func (m *Mock) ExpectLockAll(keys ...keyspace.Key) *sqlmock.ExpectedQuery {
-	ks := sorted(keys)
-	if len(ks) == 1 {
-		return m.expectAcquire(sqltext.Mode{}, ks[0], m.timeout, true)
-	}
-	q, args := sqltext.LockAll(style, sqltext.Mode{}, ks, m.timeout)
-	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"acquired", "pid"}).AddRow(int64(len(ks)), m.nextPID()))
+	return m.expectAcquireAll(sqltext.Mode{}, sorted(keys), m.timeout, true)
 }
 
 // ExpectLockTimeout expects advisory's Lock of key and fails it as the
 // server does when lock_timeout runs out (SQLSTATE 55P03): Lock returns an
 // error matching advisory.ErrLockTimeout.
 func (m *Mock) ExpectLockTimeout(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	q, args := sqltext.Lock(style, sqltext.Mode{}, key, m.timeoutFor(opts))
+	q, args := m.acquireStmt(sqltext.Mode{}, []keyspace.Key{key}, m.timeoutFor(opts))
 	return m.expect(q, args).WillReturnError(lockTimeoutError())
 }
 
@@ -60,8 +57,18 @@ func (m *Mock) ExpectLockTimeout(key keyspace.Key, opts ...Option) *sqlmock.Expe
 // under it, as a server that goes away mid-wait does: Lock returns an error
 // and the connection is not reused.
 func (m *Mock) ExpectLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	q, args := sqltext.Lock(style, sqltext.Mode{}, key, m.timeoutFor(opts))
+	q, args := m.acquireStmt(sqltext.Mode{}, []keyspace.Key{key}, m.timeoutFor(opts))
 	return m.expect(q, args).WillReturnError(connLostError())
+}
+
+// ExpectLockNoFenceTable expects advisory's Lock of key on a Locker with
+// fencing (New with WithFencing) and fails it as the server does when the
+// fencing table does not exist (SQLSTATE 42P01): Lock returns an error
+// matching advisory.ErrNoFenceTable.
+func (m *Mock) ExpectLockNoFenceTable(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	q, args := m.acquireStmt(sqltext.Mode{}, []keyspace.Key{key}, m.timeoutFor(opts))
+	return m.expect(q, args).WillReturnError(&pgconn.PgError{Severity: "ERROR", Code: pgerr.UndefinedTable,
+		Message: "relation " + m.fenceTable + " does not exist"})
 }
 
 // ExpectUnlock expects the release of an exclusive lease on key and answers
@@ -109,8 +116,55 @@ func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
 }
 
 func (m *Mock) expectAcquire(mode sqltext.Mode, key keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {
-	q, args := sqltext.Lock(style, mode, key, timeout)
-	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"acquired", "pid"}).AddRow(acquired, m.nextPID()))
+	return m.expectAcquireAll(mode, []keyspace.Key{key}, timeout, acquired)
+}
+
+// expectAcquireAll expects the acquire statement that advisory sends for
+// keys (sorted, distinct) and answers as a server that granted all of them
+// or, with acquired false, none.
+func (m *Mock) expectAcquireAll(mode sqltext.Mode, keys []keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {
+	q, args := m.acquireStmt(mode, keys, timeout)
+	pid := m.nextPID()
+	var tokens []string
+	if acquired && m.fencing {
+		tokens = m.nextTokens(keys)
+	}
+	var row []driver.Value
+	switch {
+	case len(keys) == 1:
+		row = []driver.Value{acquired, pid}
+	case acquired:
+		row = []driver.Value{int64(len(keys)), pid}
+	default:
+		row = []driver.Value{int64(0), pid}
+	}
+	if m.fencing {
+		var token driver.Value // NULL when not granted
+		if tokens != nil {
+			if len(keys) == 1 {
+				token, _ = strconv.ParseInt(tokens[0], 10, 64)
+			} else {
+				token = strings.Join(tokens, ",")
+			}
+		}
+		row = append(row, token)
+	}
+	cols := []string{"acquired", "pid", "token"}[:len(row)]
+	return m.expect(q, args).WillReturnRows(sqlmock.NewRows(cols).AddRow(row...))
+}
+
+// acquireStmt is the statement advisory sends to take keys: one key or
+// several, with or without fencing.
+func (m *Mock) acquireStmt(mode sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (string, []any) {
+	switch {
+	case len(keys) == 1 && m.fencing:
+		return sqltext.LockFenced(style, mode, keys[0], timeout, m.fenceTable)
+	case len(keys) == 1:
+		return sqltext.Lock(style, mode, keys[0], timeout)
+	case m.fencing:
+		return sqltext.LockAllFenced(style, mode, keys, timeout, m.fenceTable)
+	}
+	return sqltext.LockAll(style, mode, keys, timeout)
 }
 
 // sorted orders keys as advisory.LockAll and txlock.LockAll take them.

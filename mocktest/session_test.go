@@ -2,10 +2,13 @@ package mocktest_test
 
 import (
 	"context"
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/DATA-DOG/go-sqlmock"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
@@ -265,5 +268,30 @@ func TestSessionContendedHook(t *testing.T) {
 	}
 	if contended != 1 {
 		t.Errorf("Contended ran %d times; want 1", contended)
+	}
+}
+
+// TestSessionTx drives Lease.Tx: a transaction on the holding connection.
+func TestSessionTx(t *testing.T) {
+	ctx := context.Background()
+	_, m := mocktest.New(t)
+	m.ExpectLock(keyA)
+	m.ExpectBegin()
+	m.ExpectExec("UPDATE jobs SET done = true").WillReturnResult(sqlmock.NewResult(0, 1))
+	m.ExpectCommit()
+	m.ExpectUnlock(keyA, true)
+	lease, err := m.Locker().Lock(ctx, keyA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = lease.Tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE jobs SET done = true")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Release(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
