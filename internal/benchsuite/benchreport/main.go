@@ -1,0 +1,315 @@
+// Command benchreport reads the output of the benchsuite benchmarks (go test
+// -bench, any number of -count runs, several files concatenated) and writes
+// Markdown tables of the ratios between the library and the best raw
+// database/sql form of the same run, per driver, against the goals of issue
+// 8, each marked met or not met. It is run by scripts/bench.sh.
+//
+// Ratios are throughput ratios computed from medians: baseline ns/op divided
+// by library ns/op, so above 1 means the library is faster.
+//
+//	go run ./internal/benchsuite/benchreport bench.txt > ratios.md
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// results holds every sample by benchmark name (without the -GOMAXPROCS
+// suffix) and unit.
+type results struct {
+	samples map[string]map[string][]float64
+	failed  map[string]bool
+}
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+func parse(r io.Reader) (*results, error) {
+	res := &results{samples: map[string]map[string][]float64{}, failed: map[string]bool{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if name, ok := strings.CutPrefix(line, "--- FAIL: "); ok {
+			res.failed[strings.Fields(name)[0]] = true
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(f[0], "")
+		m := res.samples[name]
+		if m == nil {
+			m = map[string][]float64{}
+			res.samples[name] = m
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			m[f[i+1]] = append(m[f[i+1]], v)
+		}
+	}
+	return res, sc.Err()
+}
+
+// median returns the median of name's samples in unit, and false if there
+// are none.
+func (r *results) median(name, unit string) (float64, bool) {
+	v := slices.Clone(r.samples[name][unit])
+	if len(v) == 0 {
+		return 0, false
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2], true
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
+}
+
+// n returns how many samples of ns/op name has.
+func (r *results) n(name string) int { return len(r.samples[name]["ns/op"]) }
+
+// ratio is baseline ns/op over library ns/op.
+func (r *results) ratio(lib, base string) (float64, bool) {
+	l, ok1 := r.median(lib, "ns/op")
+	b, ok2 := r.median(base, "ns/op")
+	if !ok1 || !ok2 || l == 0 {
+		return 0, false
+	}
+	return b / l, true
+}
+
+// best returns the name among names with the lowest median ns/op.
+func (r *results) best(names ...string) (string, bool) {
+	bestName, bestV := "", math.Inf(1)
+	for _, n := range names {
+		if v, ok := r.median(n, "ns/op"); ok && v < bestV {
+			bestName, bestV = n, v
+		}
+	}
+	return bestName, bestName != ""
+}
+
+var drivers = []string{"postgres", "pgx"}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+func us(ns float64) string { return strconv.FormatFloat(ns/1000, 'f', 1, 64) + " µs" }
+
+func form(name string) string {
+	_, f, _ := strings.Cut(name, "form=")
+	return f
+}
+
+func main() {
+	var in io.Reader = os.Stdin
+	if len(os.Args) > 1 {
+		var rs []io.Reader
+		for _, p := range os.Args[1:] {
+			f, err := os.Open(p)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "benchreport:", err)
+				os.Exit(1)
+			}
+			defer f.Close()
+			rs = append(rs, f)
+		}
+		in = io.MultiReader(rs...)
+	}
+	res, err := parse(in)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchreport:", err)
+		os.Exit(1)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	report(w, res)
+}
+
+func report(w io.Writer, r *results) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+
+	p("## Goals\n\n")
+	p("Ratios are throughput ratios of medians (baseline ns/op ÷ library ns/op; above 1 means the library is faster), from one run of the suite.\n\n")
+	p("| Goal | Driver | Case | Library | Baseline | Ratio | Target | Verdict |\n")
+	p("|---|---|---|---|---|---|---|---|\n")
+
+	// Uncontended lock+unlock: library vs the best raw form.
+	for _, d := range drivers {
+		for _, c := range []int{1, 8} {
+			pre := fmt.Sprintf("BenchmarkSessionLock/driver=%s/conns=%d/form=", d, c)
+			lib := pre + "library"
+			base, ok := r.best(pre+"raw-params", pre+"raw-inline")
+			ratio, ok2 := r.ratio(lib, base)
+			if !ok || !ok2 {
+				p("| uncontended ≥ 0.95× best raw | %s | %d conns | – | – | – | ≥ 0.95 | not measured |\n", d, c)
+				continue
+			}
+			lv, _ := r.median(lib, "ns/op")
+			bv, _ := r.median(base, "ns/op")
+			p("| uncontended ≥ 0.95× best raw | %s | %d conns | %s | %s (%s) | %.2f× | ≥ 0.95 | %s |\n",
+				d, c, us(lv), us(bv), form(base), ratio, verdict(ratio >= 0.95))
+		}
+	}
+	// lib/pq: library vs the naive $1 form.
+	for _, c := range []int{1, 8} {
+		pre := fmt.Sprintf("BenchmarkSessionLock/driver=postgres/conns=%d/form=", c)
+		ratio, ok := r.ratio(pre+"library", pre+"raw-params")
+		if !ok {
+			p("| lib/pq ≥ 1.5× naive `$1` | postgres | %d conns | – | – | – | ≥ 1.5 | not measured |\n", c)
+			continue
+		}
+		lv, _ := r.median(pre+"library", "ns/op")
+		bv, _ := r.median(pre+"raw-params", "ns/op")
+		p("| lib/pq ≥ 1.5× naive `$1` | postgres | %d conns | %s | %s (raw-params) | %.2f× | ≥ 1.5 | %s |\n",
+			c, us(lv), us(bv), ratio, verdict(ratio >= 1.5))
+	}
+	// Hot key.
+	for _, d := range drivers {
+		pre := fmt.Sprintf("BenchmarkHotKey/driver=%s/form=", d)
+		for _, f := range []string{"library", "library-queued", "library-handoff8"} {
+			ratio, ok := r.ratio(pre+f, pre+"raw")
+			if !ok {
+				p("| hot key ≥ 2× raw, ≤ 2 conns waiting | %s | %s | – | – | – | ≥ 2 | not measured |\n", d, f)
+				continue
+			}
+			lv, _ := r.median(pre+f, "ns/op")
+			bv, _ := r.median(pre+"raw", "ns/op")
+			wc, _ := r.median(pre+f, "waiting-conns")
+			cc, _ := r.median(pre+f, "conns")
+			p("| hot key ≥ 2× raw, ≤ 2 conns waiting | %s | %s (%g conns, %g waiting) | %s | %s (raw) | %.2f× | ≥ 2, ≤ 2 | %s |\n",
+				d, f, cc, wc, us(lv), us(bv), ratio, verdict(ratio >= 2 && wc <= 2))
+		}
+	}
+	// 10,000 locks.
+	for _, d := range drivers {
+		pre := fmt.Sprintf("BenchmarkManyLocks/driver=%s/form=", d)
+		for _, f := range []string{"library", "library-4conns", "proposal-unlockmany"} {
+			name := pre + f
+			if r.failed[name] {
+				p("| 10,000 locks over ≤ 4 conns | %s | %s | failed | – | – | ≤ 4 conns | **not met** (see the log) |\n", d, f)
+				continue
+			}
+			lv, ok := r.median(name, "ns/op")
+			if !ok {
+				p("| 10,000 locks over ≤ 4 conns | %s | %s | – | – | – | ≤ 4 conns | not measured |\n", d, f)
+				continue
+			}
+			allocs, _ := r.median(name, "allocs/op")
+			cc, _ := r.median(name, "conns")
+			ratio, _ := r.ratio(name, pre+"raw-array")
+			bv, _ := r.median(pre+"raw-array", "ns/op")
+			label := verdict(cc <= 4)
+			if strings.HasPrefix(f, "proposal") {
+				label = "proposal, not the library yet"
+			}
+			p("| 10,000 locks over ≤ 4 conns | %s | %s (%g conns, %g allocs/op) | %.1f ms | %.1f ms (raw-array) | %.2f× | ≤ 4 conns | %s |\n",
+				d, f, cc, allocs, lv/1e6, bv/1e6, ratio, label)
+		}
+	}
+	// Middleware.
+	for _, d := range drivers {
+		pre := fmt.Sprintf("BenchmarkMiddleware/driver=%s/form=", d)
+		bareB, okB := r.median(pre+"bare", "B/op")
+		for _, f := range []string{"library-lock", "library-lock-wait", "library-txlock"} {
+			st, ok := r.median(pre+f, "stmts/op")
+			b, ok2 := r.median(pre+f, "B/op")
+			if !ok || !ok2 || !okB {
+				p("| middleware ≤ 1 lock + 1 unlock, < 2 KB | %s | %s | – | – | – | – | not measured |\n", d, f)
+				continue
+			}
+			added := b - bareB
+			lockStmts := st
+			if f == "library-txlock" {
+				lockStmts = st - 2 // BEGIN and COMMIT belong to the handler's transaction
+			}
+			p("| middleware ≤ 1 lock + 1 unlock, < 2 KB | %s | %s | %g stmts/req, +%.0f B/req | bare %.0f B/req | – | ≤ 2 lock stmts, < 2048 B | %s |\n",
+				d, f, st, added, bareB, verdict(lockStmts <= 2 && added < 2048))
+		}
+	}
+
+	p("\n## Other cases (library vs best raw form, informational)\n\n")
+	p("| Benchmark | Driver | Library | Best raw | Ratio | Samples |\n|---|---|---|---|---|---|\n")
+	for _, fam := range []string{"TryLock", "LockAll"} {
+		for _, d := range drivers {
+			pre := fmt.Sprintf("Benchmark%s/driver=%s/conns=8/form=", fam, d)
+			base, ok := r.best(pre+"raw-params", pre+"raw-inline")
+			ratio, ok2 := r.ratio(pre+"library", base)
+			if !ok || !ok2 {
+				continue
+			}
+			lv, _ := r.median(pre+"library", "ns/op")
+			bv, _ := r.median(base, "ns/op")
+			p("| %s (8 conns) | %s | %s | %s (%s) | %.2f× | %d |\n", fam, d, us(lv), us(bv), form(base), ratio, r.n(pre+"library"))
+		}
+	}
+	for _, d := range drivers {
+		pre := fmt.Sprintf("BenchmarkXactLock/driver=%s/conns=8/form=", d)
+		base, ok := r.best(pre+"raw-params", pre+"raw-inline")
+		if !ok {
+			continue
+		}
+		bv, _ := r.median(base, "ns/op")
+		for _, f := range []string{"library", "library-driver"} {
+			ratio, ok := r.ratio(pre+f, base)
+			if !ok {
+				continue
+			}
+			lv, _ := r.median(pre+f, "ns/op")
+			p("| XactLock %s (8 conns) | %s | %s | %s (%s) | %.2f× | %d |\n", f, d, us(lv), us(bv), form(base), ratio, r.n(pre+f))
+		}
+	}
+
+	p("\n## Medians of every benchmark\n\n| Benchmark | ns/op | B/op | allocs/op | other | samples |\n|---|---|---|---|---|---|\n")
+	names := make([]string, 0, len(r.samples))
+	for n := range r.samples {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		ns, _ := r.median(n, "ns/op")
+		b, _ := r.median(n, "B/op")
+		a, _ := r.median(n, "allocs/op")
+		var other []string
+		units := make([]string, 0)
+		for u := range r.samples[n] {
+			if u != "ns/op" && u != "B/op" && u != "allocs/op" {
+				units = append(units, u)
+			}
+		}
+		slices.Sort(units)
+		for _, u := range units {
+			v, _ := r.median(n, u)
+			other = append(other, fmt.Sprintf("%g %s", v, u))
+		}
+		p("| %s | %.0f | %.0f | %.0f | %s | %d |\n", strings.TrimPrefix(n, "Benchmark"), ns, b, a, strings.Join(other, ", "), r.n(n))
+	}
+	if len(r.failed) > 0 {
+		var fails []string
+		for n := range r.failed {
+			if strings.Count(n, "/") >= 2 { // the leaves; parents fail with them
+				fails = append(fails, n)
+			}
+		}
+		slices.Sort(fails)
+		p("\nFailed benchmarks: %s\n", strings.Join(fails, ", "))
+	}
+}

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+BenchmarkSessionLock/driver=pgx/conns=1/form=library-2     1000   100000 ns/op   3000 B/op   60 allocs/op
+BenchmarkSessionLock/driver=pgx/conns=1/form=library-2     1000   120000 ns/op   3000 B/op   60 allocs/op
+BenchmarkSessionLock/driver=pgx/conns=1/form=library-2     1000   500000 ns/op   3000 B/op   60 allocs/op
+BenchmarkSessionLock/driver=pgx/conns=1/form=raw-params-2  1000   110000 ns/op   1000 B/op   20 allocs/op
+BenchmarkSessionLock/driver=pgx/conns=1/form=raw-inline-2  1000   300000 ns/op   1000 B/op   20 allocs/op
+BenchmarkHotKey/driver=pgx/form=raw-2                      2000   50000 ns/op   64 conns   63 waiting-conns  100 B/op  1 allocs/op
+BenchmarkHotKey/driver=pgx/form=library-queued-2           2000   20000 ns/op   1 conns   1 waiting-conns  100 B/op  1 allocs/op
+--- FAIL: BenchmarkManyLocks/driver=pgx/form=library
+`
+
+func TestReport(t *testing.T) {
+	r, err := parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := r.median("BenchmarkSessionLock/driver=pgx/conns=1/form=library", "ns/op"); m != 120000 {
+		t.Errorf("median %v, want 120000", m)
+	}
+	base, _ := r.best("BenchmarkSessionLock/driver=pgx/conns=1/form=raw-params", "BenchmarkSessionLock/driver=pgx/conns=1/form=raw-inline")
+	if !strings.HasSuffix(base, "raw-params") {
+		t.Errorf("best %q, want raw-params", base)
+	}
+	var sb strings.Builder
+	report(&sb, r)
+	out := sb.String()
+	for _, want := range []string{
+		"| uncontended ≥ 0.95× best raw | pgx | 1 conns | 120.0 µs | 110.0 µs (raw-params) | 0.92× | ≥ 0.95 | **not met** |",
+		"| hot key ≥ 2× raw, ≤ 2 conns waiting | pgx | library-queued (1 conns, 1 waiting) | 20.0 µs | 50.0 µs (raw) | 2.50× | ≥ 2, ≤ 2 | met |",
+		"| 10,000 locks over ≤ 4 conns | pgx | library | failed |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# bench.sh runs the benchmark suite (internal/benchsuite) against a real
+# PostgreSQL, compares the library with the best raw database/sql form of the
+# same run per driver, and writes BENCHMARKS.md at the root of the module.
+#
+# Usage:
+#   PGADVISORY_TEST_DSN='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable' scripts/bench.sh
+#
+# Without PGADVISORY_TEST_DSN, itest starts a server (Docker, else local
+# binaries). BenchmarkManyLocks always starts a private server of its own
+# (it needs max_locks_per_transaction raised).
+#
+# Settings (environment):
+#   BENCH_COUNT   samples per benchmark (default 5; benchstat wants >= 5)
+#   BENCH_QUICK=1 one sample and short runs, to check that everything works
+#   BENCH_OUT     directory for the raw output (default: a new temp dir)
+#   BENCH_MD      the Markdown file to write (default: BENCHMARKS.md)
+#
+# The whole run takes about 6-9 minutes on a 2-core machine.
+set -u -o pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+count=${BENCH_COUNT:-5}
+scale=1
+if [ "${BENCH_QUICK:-}" = 1 ]; then
+	count=1
+	scale=5
+fi
+out=${BENCH_OUT:-$(mktemp -d -t pgadvisory-bench.XXXXXX)}
+md=${BENCH_MD:-$root/BENCHMARKS.md}
+mkdir -p "$out"
+raw="$out/bench.txt"
+: >"$raw"
+
+echo "bench.sh: building the suite" >&2
+go test -c -o "$out/benchsuite.test" ./internal/benchsuite || exit 1
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+t0=$(date +%s)
+
+# run PATTERN BENCHTIME COUNT: one group of benchmarks, appended to $raw.
+# Failures are recorded in the output (--- FAIL lines) and reported, not
+# fatal: a goal the library cannot reach yet is a result too.
+commands=()
+run() {
+	local pattern=$1 benchtime=$2 n=$3
+	if [ "$scale" != 1 ] && [[ $benchtime == *x ]]; then
+		benchtime=$(( ${benchtime%x} / scale + 1 ))x
+	fi
+	local cmd="benchsuite.test -test.run '^\$' -test.bench '$pattern' -test.benchtime $benchtime -test.count $n -test.benchmem"
+	commands+=("$cmd")
+	echo "bench.sh: $cmd" >&2
+	(cd internal/benchsuite && "$out/benchsuite.test" -test.run '^$' -test.bench "$pattern" \
+		-test.benchtime "$benchtime" -test.count "$n" -test.benchmem) 2>&1 | tee -a "$raw" >&2
+}
+
+run '^Benchmark(SessionLock|TryLock|XactLock|Middleware)$' 1000x "$count"
+run '^BenchmarkLockAll$' 300x "$count"
+run '^BenchmarkHotKey$' 2000x "$count"
+# One private server per sample would cost a server start each: one sample
+# of 5 iterations instead (ns/op is their mean).
+run '^BenchmarkManyLocks$' 5x 1
+
+elapsed=$(( $(date +%s) - t0 ))
+load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+
+echo "bench.sh: computing ratios" >&2
+go run ./internal/benchsuite/benchreport "$raw" >"$out/ratios.md" || exit 1
+
+benchstat=$(command -v benchstat || true)
+if [ -z "$benchstat" ] && [ -x "$(go env GOPATH)/bin/benchstat" ]; then
+	benchstat="$(go env GOPATH)/bin/benchstat"
+fi
+if [ -n "$benchstat" ]; then
+	"$benchstat" -col /form "$raw" >"$out/benchstat.txt" 2>&1
+else
+	go run golang.org/x/perf/cmd/benchstat@latest -col /form "$raw" >"$out/benchstat.txt" 2>&1
+fi
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
+mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo 2>/dev/null)
+server=$(grep -m1 'itest: PostgreSQL from' "$raw" | sed 's/^ *//')
+pgversion=$(grep -m1 -o 'pgadvisory/postgres:[0-9]*' "$raw" || true)
+
+{
+	cat <<EOF
+# Benchmarks
+
+Written by \`scripts/bench.sh\` (do not edit by hand; rerun the script). The
+suite is \`internal/benchsuite\`; the ratios come from
+\`internal/benchsuite/benchreport\`; the comparison tables from benchstat.
+
+- Date: $started, run took ${elapsed}s
+- Commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes in the checkout)')
+- Machine: $(uname -srm), $(nproc) CPUs ($cpu), $mem
+- Load average before / after: $load_before / $load_after
+- Go: $(go version | cut -d' ' -f3-)
+- Server: ${server:-see the raw output}${pgversion:+ (ManyLocks: private server $pgversion)}
+- Samples: $count per benchmark (ManyLocks: 1 sample of 5 iterations)
+- Commands (in \`internal/benchsuite\`, binary from \`go test -c\`):
+$(for c in "${commands[@]}"; do printf '  - `%s`\n' "$c"; done)
+
+A load average far above the number of CPUs means other work shared the
+machine: absolute figures are then inflated and noisy, and the ratios, which
+compare forms measured in the same run, are the figures to read.
+
+EOF
+	cat "$out/ratios.md"
+	cat <<'EOF'
+
+## How to read the cases
+
+- **SessionLock**: lock+unlock of a random key, uncontended. `library` is
+  `advisory.Locker.Lock` + `Lease.Release` (a pooled connection per lease);
+  `raw-params` is `SELECT pg_advisory_lock($1)` / `pg_advisory_unlock($1)` on a
+  connection pinned for the whole run; `raw-inline` writes the integer into
+  the SQL text. lib/pq spends an extra round trip preparing every statement
+  with a parameter; pgx caches prepared statements by text, so inline text
+  thrashes its cache.
+- **HotKey**: 64 goroutines of one process on one key. `raw`: each waits on
+  its own connection. `library`: `advisory.Locker` as it is. `library-queued`:
+  the `internal/keyqueue` prototype (waiters queue in memory, the pool has 2
+  connections). `library-handoff8`: the same, and the holder hands its held
+  lease to the next waiter of the process up to 8 times before unlocking on
+  the server. The queue is not wired into `advisory` yet: these two forms are
+  a prototype in the benchmark package (`queued_test.go`).
+- **ManyLocks**: 10,000 session locks held at once. `library` is one
+  `LockAll` lease; `library-4conns` four leases of 2,500 keys in parallel;
+  `proposal-unlockmany` is the library's own statements (`sqltext.LockAll`,
+  then `sqltext.UnlockMany`, one round trip each) on a pinned connection: what
+  `Release` would cost with a bulk unlock; `raw-array` is one hand-written
+  statement each way.
+- **Middleware**: one request through `middleware.Lock` (fail fast),
+  `Lock` with `WaitUpTo`, and `TxLock`, in memory with httptest, against the
+  bare handler. `stmts/op` counts statements with a counting driver wrapper;
+  TxLock's BEGIN and COMMIT are the handler's transaction, so only the lock
+  statement counts against the goal. B/op includes the driver's allocations.
+- **Fencing** (issue 11): to be added as `BenchmarkFencing` in
+  `internal/benchsuite/fencing_test.go`, with forms `library` (lock with a
+  token) and `library-nofence` per driver, and a row in benchreport.
+
+## benchstat (columns by form)
+
+```
+EOF
+	cat "$out/benchstat.txt"
+	echo '```'
+	echo
+	echo "Raw output: $raw (not kept in the repository)."
+} >"$md"
+
+echo "bench.sh: wrote $md (raw output in $out)" >&2
