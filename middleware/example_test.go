@@ -55,11 +55,11 @@ func exampleDB() (*sql.DB, func()) {
 	}
 }
 
-// call sends a request to url and prints the status, Retry-After if any, and
-// the body.
-func call(method, url string) {
-	req, _ := http.NewRequest(method, url, nil)
-	res, err := http.DefaultClient.Do(req)
+// call sends a request to srv and prints the status, Retry-After if any,
+// and the body.
+func call(srv *httptest.Server, method, path string) {
+	req, _ := http.NewRequest(method, srv.URL+path, nil)
+	res, err := srv.Client().Do(req)
 	if err != nil {
 		panic(err)
 	}
@@ -96,10 +96,10 @@ func ExampleLock() {
 	if err != nil {
 		panic(err)
 	}
-	call(http.MethodPut, srv.URL+"/orders/42")
-	call(http.MethodPut, srv.URL+"/orders/7")
+	call(srv, http.MethodPut, "/orders/42")
+	call(srv, http.MethodPut, "/orders/7")
 	_ = other.Release(ctx)
-	call(http.MethodPut, srv.URL+"/orders/42")
+	call(srv, http.MethodPut, "/orders/42")
 	// Output:
 	// 409 Conflict (Retry-After: 1): the resource is locked by another request; retry later
 	// 200 OK: order 7 updated
@@ -127,9 +127,9 @@ func ExampleWaitUpTo() {
 	if err != nil {
 		panic(err)
 	}
-	call(http.MethodPut, srv.URL+"/orders/42") // held for longer than the bound
+	call(srv, http.MethodPut, "/orders/42") // held for longer than the bound
 	_ = other.Release(ctx)
-	call(http.MethodPut, srv.URL+"/orders/42")
+	call(srv, http.MethodPut, "/orders/42")
 	// Output:
 	// 503 Service Unavailable (Retry-After: 1): timed out waiting for the resource lock; retry later
 	// 200 OK: updated
@@ -144,7 +144,7 @@ func ExampleTxLock() {
 	ns := keyspace.MustNamespace("orders", 1)
 	mux := http.NewServeMux()
 	mux.Handle("POST /orders/{id}/increment", middleware.TxLock(db, middleware.PathValue(ns, "id"),
-		middleware.WaitUpTo(2*time.Second))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		middleware.WaitUpTo(10*time.Second))(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, tx := r.Context(), middleware.Tx(r.Context())
 		var v int
 		if err := tx.QueryRowContext(ctx, "SELECT value FROM orders WHERE id = $1", r.PathValue("id")).Scan(&v); err != nil {
@@ -165,15 +165,15 @@ func ExampleTxLock() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := http.Post(srv.URL+"/orders/42/increment", "", nil)
+			res, err := srv.Client().Post(srv.URL+"/orders/42/increment", "", nil)
 			if err == nil {
 				res.Body.Close()
 			}
 		}()
 	}
 	wg.Wait()
-	call(http.MethodPost, srv.URL+"/orders/42/increment")
-	call(http.MethodPost, srv.URL+"/orders/1/increment")
+	call(srv, http.MethodPost, "/orders/42/increment")
+	call(srv, http.MethodPost, "/orders/1/increment")
 	// Output:
 	// 200 OK: value 11
 	// 404 Not Found: no such order
