@@ -16,9 +16,9 @@ import (
 	"github.com/pgadvisory/pgadvisory/txlock"
 )
 
-// manyKeys is more advisory locks than the small server's lock table holds
-// (max_locks_per_transaction 10 x max_connections 20, plus the shared
-// memory slack PostgreSQL keeps, is a few thousand entries).
+// manyKeys is more advisory locks than the private server's lock table holds
+// (max_locks_per_transaction 10 x max_connections 40, plus the shared
+// memory slack PostgreSQL keeps, is a few hundred to a thousand entries).
 const manyKeys = 4_000
 
 func keysFrom(base, n int) []keyspace.Key {
@@ -29,14 +29,28 @@ func keysFrom(base, n int) []keyspace.Key {
 	return ks
 }
 
-// TestOutOfLockMemory fills the lock table of a private server with a small
-// max_locks_per_transaction: the error maps to ErrOutOfLockMemory in both
-// packages, nothing stays locked, and the server is usable afterwards.
-func TestOutOfLockMemory(t *testing.T) {
+// TestPrivateServer runs what needs a server of the test's own, one server
+// for all to save its start: a tiny lock table, and restarts.
+func TestPrivateServer(t *testing.T) {
 	srv := itest.NewServer(t, itest.Config{Settings: map[string]string{
 		"max_locks_per_transaction": "10",
-		"max_connections":           "20",
+		"max_connections":           "40",
 	}})
+	t.Run("OutOfLockMemory", func(t *testing.T) { testOutOfLockMemory(t, srv) })
+	t.Run("SoakRestart", func(t *testing.T) {
+		// Both drivers in one run: processes alternate between them.
+		// Many long sections, so that the restart finds locks held.
+		runSoak(t, soakConfig{srv: srv, drivers: itest.Drivers, d: restartRun, restartAt: restartRun / 3, longPercent: 30})
+	})
+}
+
+// restartRun is the length of the soak with a server restart in it.
+const restartRun = 6 * time.Second
+
+// testOutOfLockMemory fills the lock table of a server with a small
+// max_locks_per_transaction: the error maps to ErrOutOfLockMemory in both
+// packages, nothing stays locked, and the server is usable afterwards.
+func testOutOfLockMemory(t *testing.T, srv *itest.Server) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		dsn := srv.NewDatabase(t)
 		db := itest.OpenDSN(t, driver, dsn)

@@ -1,6 +1,7 @@
 package soak_test
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -45,7 +46,7 @@ const (
 	shortRun     = 10 * time.Second       // per driver, without EnvSoak
 
 	// A share of the sections hold the lock for longer than the keepalive
-	// interval.
+	// interval (soakConfig.longPercent overrides it).
 	longPercent = 5
 	longMin     = 300 * time.Millisecond
 	longMax     = 900 * time.Millisecond
@@ -79,25 +80,38 @@ func soakDuration(t *testing.T) time.Duration {
 func TestSoak(t *testing.T) {
 	d := soakDuration(t)
 	itest.EachDriver(t, func(t *testing.T, driver string) {
-		runSoak(t, driver, d)
+		runSoak(t, soakConfig{srv: itest.Shared(t), drivers: []string{driver}, d: d})
 	})
 }
 
-// txer is Lease.Tx (DESIGN: "Fencing"), used when package advisory has it.
-type txer interface {
-	Tx(ctx context.Context, fn func(tx *sql.Tx) error) error
+// soakConfig is what differs between soak runs.
+type soakConfig struct {
+	srv     *itest.Server
+	drivers []string      // process i uses drivers[i % len(drivers)]
+	d       time.Duration // how long the workers run
+	// restartAt, if positive, restarts srv once, this long into the run
+	// (srv must be a server of the test's own); the run then lasts at
+	// least afterRestart longer than the restart.
+	restartAt time.Duration
+	// longPercent, if positive, is the share of long sections.
+	longPercent int
 }
+
+// afterRestart is how long a soak goes on once a restart is done.
+const afterRestart = 4 * time.Second
 
 // run is the state of one soak run.
 type run struct {
-	t      *testing.T
-	admin  *sql.DB
-	keys   []keyspace.Key
-	rec    soak.Recorder
-	start  time.Time
-	stop   chan struct{}
-	nsec   atomic.Int64 // sections entered
-	lostCB atomic.Int64 // Hooks.Lost calls
+	t     *testing.T
+	admin *sql.DB
+	keys  []keyspace.Key
+	rec   soak.Recorder
+	// longPercent is the share of sections that outlast the keepalive.
+	longPercent int
+	start       time.Time
+	stop        chan struct{}
+	nsec        atomic.Int64 // sections entered
+	lostCB      atomic.Int64 // Hooks.Lost calls
 
 	// The in-memory counters, guarded only by the advisory lock: a
 	// read-modify-write with a pause in the middle, so that two holders
@@ -106,8 +120,7 @@ type run struct {
 	memWrites [nkeys]atomic.Int64
 
 	// The database counters, written by a read-modify-write in a
-	// transaction on the holding connection (Lease.Tx), if available.
-	hasTx      atomic.Bool
+	// transaction on the holding connection (Lease.Tx).
 	fenced     soak.Recorder // sections whose transaction committed: [Enter, end of the transaction's work]
 	dbCommits  [nkeys]atomic.Int64
 	dbDoubtful [nkeys]atomic.Int64 // Tx returned an error: committed or not
@@ -115,18 +128,19 @@ type run struct {
 	mu       sync.Mutex
 	kills    map[int]time.Time // backend pid -> when it was terminated
 	cuts     [procs][]time.Time
+	restarts []time.Time
 	faults   map[string]int
 	failures map[string]int // acquire errors by kind
 }
 
-func runSoak(t *testing.T, driver string, d time.Duration) {
-	dsn := itest.DSN(t)
+func runSoak(t *testing.T, cfg soakConfig) {
+	srv, d := cfg.srv, cfg.d
+	dsn := srv.NewDatabase(t)
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dbname := strings.TrimPrefix(u.Path, "/")
-	srv := itest.Shared(t)
 	admin := itest.OpenDSN(t, "postgres", dsn)
 	admin.SetMaxOpenConns(1) // one backend, which TerminateAll spares
 	ctx := context.Background()
@@ -138,7 +152,7 @@ func runSoak(t *testing.T, driver string, d time.Duration) {
 	}
 
 	r := &run{
-		t: t, admin: admin, stop: make(chan struct{}),
+		t: t, admin: admin, stop: make(chan struct{}), longPercent: cmp.Or(cfg.longPercent, longPercent),
 		kills: map[int]time.Time{}, faults: map[string]int{}, failures: map[string]int{},
 	}
 	for i := range nkeys {
@@ -154,7 +168,7 @@ func runSoak(t *testing.T, driver string, d time.Duration) {
 		}
 		proxies[i] = p
 		t.Cleanup(func() { p.Close() })
-		db, err := sql.Open(driver, srv.DSNAt(p.Addr(), dbname))
+		db, err := sql.Open(cfg.drivers[i%len(cfg.drivers)], srv.DSNAt(p.Addr(), dbname))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,6 +193,13 @@ func runSoak(t *testing.T, driver string, d time.Duration) {
 	var fwg sync.WaitGroup
 	fwg.Add(1)
 	go func() { defer fwg.Done(); r.injectFaults(proxies) }()
+	settled := make(chan struct{}) // closed afterRestart after the restart (at once without one)
+	if cfg.restartAt > 0 {
+		fwg.Add(1)
+		go func() { defer fwg.Done(); r.restart(srv, cfg.restartAt, settled) }()
+	} else {
+		close(settled)
+	}
 
 	timer := time.NewTimer(d)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -191,6 +212,11 @@ func runSoak(t *testing.T, driver string, d time.Duration) {
 		}
 	}
 	tick.Stop()
+	select {
+	case <-settled:
+	case <-time.After(3 * time.Minute):
+		t.Error("the restart did not finish within 3 minutes")
+	}
 	close(r.stop)
 	fwg.Wait()
 	for _, p := range proxies {
@@ -200,7 +226,7 @@ func runSoak(t *testing.T, driver string, d time.Duration) {
 	wg.Wait()
 	elapsed := time.Since(r.start)
 
-	r.report(t, driver, elapsed, proxies)
+	r.report(t, strings.Join(cfg.drivers, "+"), elapsed, proxies)
 
 	// Nothing left behind: no lock in pg_locks, no connection in use.
 	left := r.locksLeft()
@@ -256,12 +282,9 @@ func (r *run) worker(name string, proc int, l *advisory.Locker) {
 					}
 				}()
 				defer func() { close(done); watch.Wait() }()
-				if tx, ok := any(lease).(txer); ok {
-					r.hasTx.Store(true)
-					if err := r.dbSection(ctx, tx, ki, rng, s); err != nil {
-						s.Exit = time.Now()
-						return err
-					}
+				if err := r.dbSection(ctx, lease, ki, rng, s); err != nil {
+					s.Exit = time.Now()
+					return err
 				}
 			}
 			err := r.memSection(ctx, ki, rng)
@@ -271,6 +294,14 @@ func (r *run) worker(name string, proc int, l *advisory.Locker) {
 		cancel()
 		if !entered {
 			r.countFailure(err)
+			// A worker pauses before it tries again, as real ones do, so
+			// that a server that is down is not hammered in a busy loop.
+			pause := time.NewTimer(time.Duration(10+rng.IntN(40)) * time.Millisecond)
+			select {
+			case <-r.stop:
+			case <-pause.C:
+			}
+			pause.Stop()
 			continue
 		}
 		lostMu.Lock()
@@ -298,7 +329,7 @@ func (r *run) memSection(ctx context.Context, ki int, rng *rand.Rand) error {
 	// outlast the keepalive interval, so that faults hit them while held and
 	// the keepalive has to notice.
 	work := time.Duration(rng.IntN(2000)) * time.Microsecond
-	if rng.IntN(100) < longPercent {
+	if rng.IntN(100) < r.longPercent {
 		work = longMin + time.Duration(rng.Int64N(int64(longMax-longMin)))
 	}
 	t := time.NewTimer(work)
@@ -322,7 +353,7 @@ func (r *run) memSection(ctx context.Context, ki int, rng *rand.Rand) error {
 // A committed transaction proves that the session, and so the lock, was
 // alive from the grant to the commit: the section up to the end of the
 // transaction's work is recorded in r.fenced, where no two may overlap.
-func (r *run) dbSection(ctx context.Context, l txer, ki int, rng *rand.Rand, s soak.Section) error {
+func (r *run) dbSection(ctx context.Context, l *advisory.Lease, ki int, rng *rand.Rand, s soak.Section) error {
 	err := l.Tx(ctx, func(tx *sql.Tx) error {
 		defer func() { s.Exit = time.Now() }() // before the commit is sent
 		var n int64
@@ -358,6 +389,8 @@ func (r *run) countFailure(err error) {
 		kind = "pooler"
 	case pgerr.SQLState(err) == pgerr.AdminShutdown:
 		kind = "backend terminated"
+	case pgerr.SQLState(err) == "57P03": // cannot_connect_now
+		kind = "server starting or stopping"
 	case errors.Is(err, driver.ErrBadConn), errors.As(err, &ne), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		kind = "connection broken"
 	}
@@ -426,6 +459,35 @@ func (r *run) injectFaults(proxies []*faultproxy.Proxy) {
 	}
 }
 
+// restart restarts the server once, after the given delay.
+func (r *run) restart(srv *itest.Server, after time.Duration, settled chan<- struct{}) {
+	defer close(settled)
+	t := time.NewTimer(after)
+	defer t.Stop()
+	select {
+	case <-r.stop:
+		return
+	case <-t.C:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	at := time.Now()
+	err := srv.Restart(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.t.Errorf("restart: %v", err)
+		return
+	}
+	r.faults["server restart"]++
+	r.restarts = append(r.restarts, at)
+	r.t.Logf("server restarted in %v", time.Since(at).Round(time.Millisecond))
+	r.mu.Unlock()
+	t.Reset(afterRestart)
+	<-t.C
+	r.mu.Lock()
+}
+
 func (r *run) fault(kind string, f func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -472,18 +534,23 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 	}
 	kills := r.kills
 	cuts := r.cuts
+	restarts := r.restarts
 	r.mu.Unlock()
 	slices.Sort(fl)
 	slices.Sort(fails)
 
 	// Loss detection delay after a kill of the holder's backend.
-	var delays, cutDelays []time.Duration
+	var delays, cutDelays, restartDelays []time.Duration
 	for _, s := range sections {
 		if s.Outcome != soak.Lost || s.LostAt.IsZero() {
 			continue
 		}
 		if at, ok := kills[s.PID]; ok && at.After(s.Enter) && at.Before(s.LostAt) {
 			delays = append(delays, s.LostAt.Sub(at))
+			continue
+		}
+		if i := slices.IndexFunc(restarts, func(at time.Time) bool { return at.After(s.Enter) && at.Before(s.LostAt) }); i >= 0 {
+			restartDelays = append(restartDelays, s.LostAt.Sub(restarts[i]))
 			continue
 		}
 		var proc, g int
@@ -499,6 +566,7 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 	}
 	slices.Sort(delays)
 	slices.Sort(cutDelays)
+	slices.Sort(restartDelays)
 
 	t.Logf("soak %s: %v, %d processes x %d goroutines on %d keys, keepalive %v", driver,
 		elapsed.Round(time.Millisecond), procs, perProc, nkeys, keepAlive)
@@ -513,6 +581,10 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 	if len(cutDelays) > 0 {
 		t.Logf("loss detection after a proxy cut of the holder: %d measured, median %v, max %v (bound %v)",
 			len(cutDelays), cutDelays[len(cutDelays)/2].Round(time.Millisecond), cutDelays[len(cutDelays)-1].Round(time.Millisecond), lossBound)
+	}
+	if len(restartDelays) > 0 {
+		t.Logf("loss detection after a server restart: %d measured, median %v, max %v (bound %v)",
+			len(restartDelays), restartDelays[len(restartDelays)/2].Round(time.Millisecond), restartDelays[len(restartDelays)-1].Round(time.Millisecond), lossBound)
 	}
 	t.Logf("overlaps of confirmed holders: %d (must be 0)", len(rep.Violations))
 	t.Logf("overlaps inside loss-detection windows: %d, longest %v (the server freed the lock before the holder noticed; only fencing protects writes there)",
@@ -534,6 +606,9 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 	if n := len(cutDelays); n > 0 && cutDelays[n-1] > lossBound {
 		t.Errorf("a loss was signalled %v after the cut, bound %v", cutDelays[n-1], lossBound)
 	}
+	if n := len(restartDelays); n > 0 && restartDelays[n-1] > lossBound {
+		t.Errorf("a loss was signalled %v after the restart began, bound %v", restartDelays[n-1], lossBound)
+	}
 	if rep.Sections == 0 {
 		t.Error("no section ran")
 	}
@@ -554,10 +629,6 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 
 	// The database counters, fenced by the holding session: exact, up to
 	// transactions whose outcome the client could not know.
-	if !r.hasTx.Load() {
-		t.Logf("Lease.Tx not available: database counter not checked")
-		return
-	}
 	frep := soak.Check(r.fenced.Sections())
 	t.Logf("overlaps of fenced sections (transaction committed on the holding session): %d of %d sections (must be 0)",
 		len(frep.Violations), frep.Sections)
