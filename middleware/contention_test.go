@@ -85,7 +85,11 @@ func TestContention(t *testing.T) {
 				})
 
 				t.Run("wait succeeds", func(t *testing.T) {
-					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(20*time.Second)), &reached{})
+					acquired := make(chan time.Duration, 1)
+					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(20*time.Second),
+						middleware.WithHooks(middleware.Hooks{Acquired: func(r *http.Request, key keyspace.Key, waited time.Duration) {
+							acquired <- waited
+						}})), &reached{})
 					key := id(3)
 					release := e.hold(t, key)
 					got := make(chan response, 1)
@@ -100,6 +104,9 @@ func TestContention(t *testing.T) {
 					r := <-got
 					if r.status != http.StatusOK {
 						t.Fatalf("got %+v, want 200 after the release", r)
+					}
+					if w := <-acquired; w < waited/2 {
+						t.Fatalf("Acquired hook says waited %v; the request waited at least %v", w, waited)
 					}
 					t.Logf("waited %v, answered %v after the release", waited.Round(time.Millisecond),
 						(time.Since(start) - waited).Round(time.Millisecond))

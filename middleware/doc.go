@@ -27,11 +27,18 @@
 //     are already acquiring (ErrTooManyWaiters), or when the lock could not be
 //     taken for any other reason, such as the database being down
 //     (ErrUnavailable; the cause is logged and passed to the hooks, never
-//     written to the client).
+//     written to the client);
+//   - 500 Internal Server Error, from TxLock only, when the transaction of a
+//     handler that succeeded could not commit (ErrCommitFailed).
+//
+// Retry-After is one second unless RetryAfter says otherwise.
 //
 // 409 rather than 423 Locked because every client and proxy knows 409; 503
 // rather than 504 for a wait that ran out because no upstream timed out: the
 // service chose not to wait longer, and says when to try again.
+//
+// The handler finds what the middleware holds in the request context: the
+// lease of Lock (Lease) or the transaction of TxLock (Tx).
 //
 // # Connections
 //

@@ -29,8 +29,8 @@ var (
 	// ErrCommitFailed means TxLock could not commit the transaction of a
 	// handler that succeeded: 500, written instead of the handler's status.
 	ErrCommitFailed = errors.New("middleware: commit failed")
-
-	// ErrSkipped is returned by a Singleton job that did not run because
-	// another session holds its lock.
-	ErrSkipped = errors.New("middleware: skipped, the lock is held elsewhere")
 )
+
+// ErrSkipped is returned (wrapped with the key) by a Singleton job that did
+// not run because another session holds its lock.
+var ErrSkipped = errors.New("middleware: skipped, the lock is held elsewhere")

@@ -32,8 +32,9 @@ type Hooks struct {
 	// Rejected runs for every request answered by the middleware, with the
 	// error given to the Responder. key is the zero Key for ErrBadKey.
 	Rejected func(r *http.Request, key keyspace.Key, err error)
-	// Acquired runs when the lock is granted, waited after the handler's
-	// turn began (pool checkout included).
+	// Acquired runs when the lock is granted, before the handler; waited is
+	// the time the acquire took (pool checkout and, for TxLock, BEGIN
+	// included).
 	Acquired func(r *http.Request, key keyspace.Key, waited time.Duration)
 	// Lost runs when Lock's lease is lost while the handler runs, just
 	// before the request context is cancelled; err wraps advisory.ErrLockLost.

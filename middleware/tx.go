@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/pgadvisory/pgadvisory/keyspace"
 	"github.com/pgadvisory/pgadvisory/txlock"
@@ -97,11 +98,18 @@ func (h *txHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.reject(w, r, key, ErrTooManyWaiters)
 		return
 	}
+	var start time.Time
+	if c.hooks.Acquired != nil {
+		start = time.Now()
+	}
 	tx, err := h.begin(r.Context(), key, opts)
 	h.waiters.leave()
 	if err != nil {
 		c.reject(w, r, key, err)
 		return
+	}
+	if c.hooks.Acquired != nil {
+		c.hooks.Acquired(r, key, time.Since(start))
 	}
 
 	tw := &txWriter{ResponseWriter: w, h: h, r: r, tx: tx, key: key}
