@@ -349,6 +349,39 @@ func TestBadInputOnline(t *testing.T) {
 			}
 			return ls.Release(ctx)
 		}, w, s)
+		add("advisory/Tx on a nil lease", func(ctx context.Context) error {
+			var ls *advisory.Lease
+			return ls.Tx(ctx, func(*sql.Tx) error { return nil })
+		}, w, s)
+		add("advisory/Tx after Release", func(ctx context.Context) error {
+			ls, err := advisory.New(db).Lock(ctx, badKey)
+			if err != nil {
+				return err
+			}
+			if err := ls.Release(ctx); err != nil {
+				return err
+			}
+			return ls.Tx(ctx, func(*sql.Tx) error { return errors.New("fn ran after Release") })
+		}, w, s)
+		w, s = prefixed("advisory: ", "nil function")
+		add("advisory/Tx with a nil function", func(ctx context.Context) error {
+			ls, err := advisory.New(db).Lock(ctx, badKey)
+			if err != nil {
+				return err
+			}
+			defer ls.Release(ctx)
+			return ls.Tx(ctx, nil)
+		}, w, s)
+		w, s = is(advisory.ErrLockLost)
+		add("advisory/Tx after the backend was terminated", func(ctx context.Context) error {
+			ls, err := advisory.New(db, advisory.WithKeepAlive(50*time.Millisecond)).Lock(ctx, badKey)
+			if err != nil {
+				return err
+			}
+			defer ls.Release(ctx)
+			testkit.TerminateBackend(t, db, ls.PID())
+			return ls.Tx(ctx, func(*sql.Tx) error { return errors.New("fn ran on a dead session") })
+		}, w, s)
 		w, s = is(advisory.ErrNotAcquired)
 		add("advisory/TryLock of a held key", func(ctx context.Context) error {
 			l := advisory.New(db)
