@@ -120,7 +120,10 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 	}
 	fmt.Fprintln(progress, "pglock demo: starting a throwaway PostgreSQL (set DATABASE_URL to use yours instead)")
 	start := time.Now()
-	srv, err := itest.Start(ctx, itest.Config{})
+	srv, err := startThrowaway(ctx, env)
+	if err != nil && ctx.Err() != nil {
+		return nil, "", nil, fmt.Errorf("demo: interrupted while starting PostgreSQL: %w", ctx.Err())
+	}
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("demo: no PostgreSQL to run on (set DATABASE_URL to use yours): %w", err)
 	}
@@ -147,6 +150,24 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 		db.Close()
 		srv.Close()
 	}, nil
+}
+
+// startThrowaway starts a server through itest: the local binaries first,
+// which start in a few seconds where they are installed, then Docker, unless
+// PGADVISORY_TEST_DSN or PGADVISORY_TEST_MODE say otherwise.
+func startThrowaway(ctx context.Context, env func(string) string) (*itest.Server, error) {
+	if env(itest.EnvDSN) != "" || env(itest.EnvMode) != "" {
+		return itest.Start(ctx, itest.Config{})
+	}
+	srv, err := itest.Start(ctx, itest.Config{Mode: itest.ModeLocal})
+	if err == nil {
+		return srv, nil
+	}
+	srv, derr := itest.Start(ctx, itest.Config{Mode: itest.ModeDocker})
+	if derr != nil {
+		return nil, errors.Join(err, derr)
+	}
+	return srv, nil
 }
 
 // demo holds what the rounds share.

@@ -89,10 +89,10 @@
 //
 // With --dsn or DATABASE_URL set, it runs on that database, in a temporary
 // table that it drops at the end. Otherwise it starts a throwaway PostgreSQL
-// through package itest (PGADVISORY_TEST_DSN if set, else Docker, else the
-// local PostgreSQL binaries, run as the postgres user when pglock runs as
-// root; PGADVISORY_TEST_MODE=docker or local picks one) and removes it at the
-// end. Several workers add 1 to one order's total
+// through package itest (PGADVISORY_TEST_DSN if set; else the local
+// PostgreSQL binaries, run as the postgres user when pglock runs as root;
+// else Docker; PGADVISORY_TEST_MODE=docker or local picks one) and removes it
+// at the end, also when interrupted (SIGINT, SIGTERM, SIGHUP). Several workers add 1 to one order's total
 // by reading it, pausing, and writing it back: without a lock updates are
 // lost; under txlock.Do and under an advisory session lock none are. It prints
 // a table (mode, expected, final, lost, time) and the lock's pg_locks row

@@ -232,7 +232,7 @@ func TestDemo(t *testing.T) {
 // user's first command does: it starts its own server and removes it.
 func TestDemoThrowaway(t *testing.T) {
 	t.Parallel()
-	r := pglock(t, nil, "demo")
+	r := start(t, nil, "demo").wait(t, 4*time.Minute)
 	if r.code != 0 && strings.Contains(r.stderr, "no PostgreSQL to run on") && os.Getenv("CI") != "true" {
 		t.Skipf("no way to start a throwaway server here: %s", r.stderr)
 	}

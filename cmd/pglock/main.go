@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	// The two drivers pglock can use: --driver pgx (the default) or postgres.
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -101,7 +103,7 @@ client addresses, and for how long.
 
 const demoUsage = `Usage: pglock demo [--workers N] [--increments N] [--pause D]
 
-Starts a throwaway PostgreSQL (Docker, else local binaries; or uses --dsn or
+Starts a throwaway PostgreSQL (local binaries, else Docker; or uses --dsn or
 DATABASE_URL when set; PGADVISORY_TEST_MODE=local or docker picks one), lets N workers add to one order's total by
 read-modify-write, first without locks (updates are lost), then under txlock
 and advisory locks (none are lost), prints the results and how the lock
@@ -152,6 +154,13 @@ func mainExit(args []string, env func(string) string, io stdio) int {
 		}
 	}
 	ctx := context.Background()
+	if c.name == "demo" || c.name == "ls" {
+		// Ctrl-C ends them through their cleanup: the demo's server and
+		// table are removed. (run handles signals itself.)
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+		defer stop()
+	}
 	switch c.name {
 	case "key":
 		return report(io, runKey(c, io.out))
