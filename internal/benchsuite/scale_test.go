@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -57,15 +58,20 @@ func BenchmarkManyLocks(b *testing.B) {
 			keys = keys[:len(ns)]
 			l := advisory.New(db)
 			ctx := context.Background()
+			// A library form that has not finished within opTimeout fails
+			// (the goal is not met) instead of stalling the whole run.
+			const opTimeout = 30 * time.Second
 
 			b.Run("form=library", func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					lease, err := l.LockAll(ctx, keys...)
-					if err != nil {
-						b.Fatal(err)
+					octx, cancel := context.WithTimeout(ctx, opTimeout)
+					lease, err := l.LockAll(octx, keys...)
+					if err == nil {
+						err = lease.Release(octx)
 					}
-					if err := lease.Release(ctx); err != nil {
+					cancel()
+					if err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -74,17 +80,20 @@ func BenchmarkManyLocks(b *testing.B) {
 			b.Run("form=library-4conns", func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
+					octx, cancel := context.WithTimeout(ctx, opTimeout)
 					var g errgroup.Group
 					for part := range slices.Chunk(keys, (len(keys)+3)/4) {
 						g.Go(func() error {
-							lease, err := l.LockAll(ctx, part...)
+							lease, err := l.LockAll(octx, part...)
 							if err != nil {
 								return err
 							}
-							return lease.Release(ctx)
+							return lease.Release(octx)
 						})
 					}
-					if err := g.Wait(); err != nil {
+					err := g.Wait()
+					cancel()
+					if err != nil {
 						b.Fatal(err)
 					}
 				}
