@@ -8,8 +8,10 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -144,6 +146,24 @@ func BenchmarkSessionLock(b *testing.B) {
 				return s.unlock(ctx, c, n)
 			}})
 		}
+		// raw-deadline: the driver's best raw style with every statement
+		// under a context that can end (a request's, or a timeout), as the
+		// library's release always is: database/sql and the drivers then
+		// start a watcher goroutine per statement. Informational, not a
+		// baseline of the goals.
+		best := rawStyles[0]
+		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
+			best = rawStyles[1]
+		}
+		forms = append(forms, form{name: "raw-deadline", pin: true, op: func(ctx context.Context, c *sql.Conn, r rng) error {
+			n := r.next()
+			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := best.lock(dctx, c, "pg_advisory_lock", n); err != nil {
+				return err
+			}
+			return best.unlock(dctx, c, n)
+		}})
 		for _, conns := range []int{1, 8} {
 			runForms(b, db, conns, forms)
 		}

@@ -248,6 +248,18 @@ func report(w io.Writer, r *results) {
 
 	p("\n## Other cases (library vs best raw form, informational)\n\n")
 	p("| Benchmark | Driver | Library | Best raw | Ratio | Samples |\n|---|---|---|---|---|---|\n")
+	for _, d := range drivers {
+		for _, c := range []int{1, 8} {
+			pre := fmt.Sprintf("BenchmarkSessionLock/driver=%s/conns=%d/form=", d, c)
+			ratio, ok := r.ratio(pre+"library", pre+"raw-deadline")
+			if !ok {
+				continue
+			}
+			lv, _ := r.median(pre+"library", "ns/op")
+			bv, _ := r.median(pre+"raw-deadline", "ns/op")
+			p("| SessionLock vs raw under a deadline (%d conns) | %s | %s | %s (raw-deadline) | %.2f× | %d |\n", c, d, us(lv), us(bv), ratio, r.n(pre+"library"))
+		}
+	}
 	for _, fam := range []string{"TryLock", "LockAll"} {
 		for _, d := range drivers {
 			pre := fmt.Sprintf("Benchmark%s/driver=%s/conns=8/form=", fam, d)
