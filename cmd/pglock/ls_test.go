@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -27,8 +28,22 @@ func TestLsJSON(t *testing.T) {
 		d := newTestDB(t, driver)
 		key := keyspace.Pair(7, 99)
 		lease := d.hold(t, key, false)
-		big := keyspace.Hash(lockName(t))
-		bigLease := d.hold(t, big, true)
+		// The bigint key is held (shared) by a pglock run, whose backend pid
+		// the test reads from pg_locks itself.
+		bigName := lockName(t)
+		big := keyspace.Hash(bigName)
+		release := filepath.Join(t.TempDir(), "release")
+		runner := start(t, d.env, "run", "--driver", driver, "--shared", bigName, "--",
+			"sh", "-c", `while [ ! -e "$1" ]; do sleep 0.02; done`, "sh", release)
+		bigPID := d.waitHeld(t, big)
+		defer func() {
+			if err := os.WriteFile(release, nil, 0o644); err != nil {
+				t.Error(err)
+			}
+			if r := runner.wait(t, 30*time.Second); r.code != 0 {
+				t.Errorf("pglock run: %v", r)
+			}
+		}()
 
 		// A waiter: another session blocks on key until the test lets go.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -60,14 +75,15 @@ func TestLsJSON(t *testing.T) {
 		})
 		// Sorted: bigint keys first, then the pair; holder before waiter.
 		b, h, w := rows[0], rows[1], rows[2]
-		if b.Key != big.String() || b.Form != "bigint" || b.Int64 == nil || b.Mode != "shared" || !b.Granted || b.PID != bigLease.PID() {
-			t.Errorf("bigint row: %+v, want key %v shared held by %d", b, big, bigLease.PID())
+		if b.Key != big.String() || b.Form != "bigint" || b.Int64 == nil || *b.Int64 != mustInt64(big) || b.Mode != "shared" ||
+			!b.Granted || b.PID != bigPID || b.ApplicationName != "pglock run "+bigName || b.ClientAddr == "" {
+			t.Errorf("bigint row: %+v, want key %v shared held by %d, application \"pglock run %s\"", b, big, bigPID, bigName)
 		}
 		if h.Key != "(7,99)" || h.Name != "jobs/99" || h.Namespace != "jobs" || h.Form != "pair" ||
 			h.ClassID != 7 || h.ObjID != 99 || h.ObjSubID != 2 || h.Mode != "exclusive" || !h.Granted || h.PID != lease.PID() {
 			t.Errorf("holder row: %+v, want (7,99) jobs/99 exclusive held by %d", h, lease.PID())
 		}
-		if !strings.HasPrefix(h.ApplicationName, "") || h.BackendStart == nil || h.HeldAtMostSeconds <= 0 {
+		if h.BackendStart == nil || h.HeldAtMostSeconds <= 0 {
 			t.Errorf("holder row lacks session times: %+v", h)
 		}
 		if w.Key != "(7,99)" || w.Granted || w.PID == lease.PID() || w.WaitStart == nil || w.WaitingSeconds < 0 {
@@ -83,6 +99,11 @@ func TestLsJSON(t *testing.T) {
 		cancel()
 		wg.Wait()
 	})
+}
+
+func mustInt64(k keyspace.Key) int64 {
+	n, _ := k.Int64()
+	return n
 }
 
 // TestLsEmpty: nothing held, nothing listed.

@@ -116,7 +116,7 @@ func TestRunExactlyOne(t *testing.T) {
 			procs = append(procs, start(t, d.env, d.args("--try", name, "--", "sh", "-c", script, "sh", marker, release)...))
 		}
 		// One of them finds the lock taken and ends; the other waits for release.
-		var loser, winner *proc
+		var winner *proc
 		waitFor(t, 30*time.Second, "one pglock to give up", func() bool {
 			for i, p := range procs {
 				select {
@@ -124,14 +124,13 @@ func TestRunExactlyOne(t *testing.T) {
 					if r.code != exitNotAcquired || !strings.Contains(r.stderr, "held elsewhere") {
 						t.Fatalf("the pglock that did not get the lock: %v", r)
 					}
-					loser, winner = p, procs[1-i]
+					winner = procs[1-i]
 					return true
 				default:
 				}
 			}
 			return false
 		})
-		_ = loser
 		waitFor(t, 10*time.Second, "the winner's command to start", func() bool {
 			b, _ := os.ReadFile(marker)
 			return len(b) > 0
