@@ -7,7 +7,6 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/itest"
@@ -39,8 +38,6 @@ func setPool(b *testing.B, db *sql.DB, n int) {
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	ctx := context.Background()
-	start := time.Now()
-	defer func() { b.Logf("pool of %d ready in %v", n, time.Since(start)) }()
 	conns := make([]*sql.Conn, n)
 	for i := range conns {
 		c, err := db.Conn(ctx)
