@@ -42,9 +42,24 @@ func TestLostUpdates(t *testing.T) {
 				// connections and cannot starve the handler of e.db's.
 				lockDB := itest.OpenDSN(t, driver, e.dsn) // closed before e's checks run
 				lockDB.SetMaxOpenConns(lostUpdatePool)
+				lockDB.SetMaxIdleConns(lostUpdatePool)
 				t.Cleanup(func() { testkit.WaitConnsIdle(t, lockDB) })
 				lock := middleware.Lock(advisory.New(lockDB), middleware.PathValue(orders, "id"),
 					middleware.WaitUpTo(60*time.Second), middleware.MaxWaiters(lostUpdateRequests))
+				return lock(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					id, _ := strconv.Atoi(r.PathValue("id"))
+					if err := increment(r.Context(), e.db, id); err != nil {
+						http.Error(w, err.Error(), http.StatusInternalServerError)
+					}
+				}))
+			}},
+			{"Lock on the shared pool, capped", func(t *testing.T, e *env) http.Handler {
+				// One pool for locks and handlers: the cap keeps waiters
+				// below the pool size minus the holder's two connections
+				// (its lease and its handler's query); the requests beyond
+				// it get 503 and come back when Retry-After says.
+				lock := middleware.Lock(advisory.New(e.db), middleware.PathValue(orders, "id"),
+					middleware.WaitUpTo(60*time.Second), middleware.MaxWaiters(lostUpdatePool-4))
 				return lock(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					id, _ := strconv.Atoi(r.PathValue("id"))
 					if err := increment(r.Context(), e.db, id); err != nil {
@@ -67,6 +82,7 @@ func TestLostUpdates(t *testing.T) {
 		}
 		e := setup(t, driver)
 		e.db.SetMaxOpenConns(lostUpdatePool)
+		e.db.SetMaxIdleConns(lostUpdatePool) // else every lease past 2 dials a new backend
 		for i, tc := range cases {
 			row := 3 + i // each case its own order
 			t.Run(tc.name, func(t *testing.T) {

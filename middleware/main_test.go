@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -162,12 +163,11 @@ func send(ctx context.Context, c *http.Client, method, url string) (response, er
 	return response{res.StatusCode, res.Header.Get("Retry-After"), strings.TrimSpace(string(b))}, err
 }
 
-// sendRetrying sends until the answer is not 409 or 503, backing off
-// (jittered, doubling from 5 ms up to 200 ms) between tries as a client
-// honouring Retry-After would, only sooner. Every refusal must carry
-// Retry-After.
+// sendRetrying sends until the answer is not 409 or 503, waiting between
+// tries as Retry-After says, jittered by ±50% so that the refused clients do
+// not all come back at once. Every refusal must carry Retry-After.
 func sendRetrying(ctx context.Context, c *http.Client, method, url string) (response, int, error) {
-	tries, pause := 0, 5*time.Millisecond
+	tries := 0
 	for {
 		tries++
 		r, err := send(ctx, c, method, url)
@@ -177,15 +177,16 @@ func sendRetrying(ctx context.Context, c *http.Client, method, url string) (resp
 		if r.status != http.StatusConflict && r.status != http.StatusServiceUnavailable {
 			return r, tries, nil
 		}
-		if r.retryAfter == "" {
-			return r, tries, fmt.Errorf("%d without Retry-After", r.status)
+		secs, err := strconv.Atoi(r.retryAfter)
+		if err != nil || secs < 1 {
+			return r, tries, fmt.Errorf("%d with Retry-After %q", r.status, r.retryAfter)
 		}
+		pause := time.Duration(secs) * time.Second
 		select {
 		case <-ctx.Done():
 			return r, tries, ctx.Err()
 		case <-time.After(pause/2 + rand.N(pause)):
 		}
-		pause = min(2*pause, 200*time.Millisecond)
 	}
 }
 
