@@ -155,6 +155,9 @@ func TestLossBlackhole(t *testing.T) {
 }
 
 func TestLossRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: starting and restarting a private server takes a minute or more")
+	}
 	srv := itest.NewServer(t, itest.Config{})
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		t.Cleanup(func() { testkit.VerifyNone(t) })
