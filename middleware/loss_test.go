@@ -105,3 +105,42 @@ func TestPanicReleases(t *testing.T) {
 		}
 	})
 }
+
+// TestTxLockBackendKilled terminates the backend of a TxLock transaction
+// while the handler runs: the lock went with the session, and so did the
+// transaction, so the commit fails and the client gets 500, not the
+// handler's 200.
+func TestTxLockBackendKilled(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		pids := make(chan int, 1)
+		proceed := make(chan struct{})
+		var rejected error
+		lock := middleware.TxLock(e.db, middleware.PathValue(orders, "id"),
+			middleware.WithHooks(middleware.Hooks{Rejected: func(r *http.Request, key keyspace.Key, err error) { rejected = err }}))
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var pid int
+			if err := middleware.Tx(r.Context()).QueryRowContext(r.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+				t.Error(err)
+			}
+			pids <- pid
+			<-proceed
+			w.WriteHeader(http.StatusOK)
+		})
+		url, c := mount(t, lock, h)
+		got := make(chan response, 1)
+		go func() {
+			r, _ := send(timeout(t, 30*time.Second), c, http.MethodPost, url+"/orders/1")
+			got <- r
+		}()
+		testkit.TerminateBackend(t, e.admin, <-pids)
+		close(proceed)
+		if r := <-got; r.status != http.StatusInternalServerError {
+			t.Fatalf("got %+v, want 500 from the failed commit", r)
+		}
+		if !errors.Is(rejected, middleware.ErrCommitFailed) {
+			t.Fatalf("Rejected hook got %v, want ErrCommitFailed", rejected)
+		}
+		t.Logf("commit after the backend was killed: %v", rejected)
+	})
+}
