@@ -29,8 +29,10 @@ func Hash(name string) Key {
 	return Int64(int64(binary.BigEndian.Uint64(sum[:8])))
 }
 
-// hash32 is the first 4 bytes of MD5(name), big-endian, signed.
-func hash32(name string) int32 {
+// Hash32 is the int4 that Namespace.Hash puts second in its pair: the first
+// 4 bytes of MD5(name), big-endian, signed. It is exported for tools that
+// build pair keys for a namespace id without registering the namespace.
+func Hash32(name string) int32 {
 	sum := md5.Sum([]byte(name))
 	return int32(binary.BigEndian.Uint32(sum[:4]))
 }

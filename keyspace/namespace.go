@@ -85,7 +85,7 @@ func (ns Namespace) ID(n int32) Key { return Pair(ns.id, n) }
 
 // Hash returns the key Pair(namespace id, h) with h the first 4 bytes of
 // MD5(name), big-endian, signed.
-func (ns Namespace) Hash(name string) Key { return Pair(ns.id, hash32(name)) }
+func (ns Namespace) Hash(name string) Key { return Pair(ns.id, Hash32(name)) }
 
 // Contains reports whether k is a pair key in this namespace.
 func (ns Namespace) Contains(k Key) bool {

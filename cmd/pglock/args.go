@@ -255,7 +255,7 @@ func (c *command) pickKey(keyFlag, nsFlag string, hash bool, pos []string) error
 			return errors.New("--ns needs one ID (or NAME with --hash)")
 		}
 		if hash {
-			c.key = keyspace.Pair(id, hash32(pos[0]))
+			c.key = keyspace.Pair(id, keyspace.Hash32(pos[0]))
 			c.keyFrom = "--ns --hash"
 		} else {
 			n, err := strconv.ParseInt(pos[0], 10, 32)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/md5"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,14 +9,6 @@ import (
 
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
-
-// hash32 is keyspace's namespace hash (first 4 bytes of MD5, big-endian,
-// signed) without registering a namespace; key_test.go pins it to
-// Namespace.Hash.
-func hash32(name string) int32 {
-	sum := md5.Sum([]byte(name))
-	return int32(binary.BigEndian.Uint32(sum[:4]))
-}
 
 // keyInfo is what "pglock key" prints; its JSON form is "pglock key --json".
 type keyInfo struct {

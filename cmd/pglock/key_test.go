@@ -77,8 +77,8 @@ func TestHash32(t *testing.T) {
 	t.Parallel()
 	ns := keyspace.MustNamespace("pglock-test-hash32", 12345)
 	for _, name := range []string{"", "a", "tenant-a", "payment:order-123", "ünïcode", strings.Repeat("x", 1000)} {
-		if got, want := keyspace.Pair(12345, hash32(name)), ns.Hash(name); got != want {
-			t.Errorf("hash32(%q): %v, keyspace says %v", name, got, want)
+		if got, want := keyspace.Pair(12345, keyspace.Hash32(name)), ns.Hash(name); got != want {
+			t.Errorf("keyspace.Hash32(%q): %v, keyspace says %v", name, got, want)
 		}
 	}
 }
@@ -104,7 +104,7 @@ func TestParseArgs(t *testing.T) {
 		{[]string{"run", "--key", "(1,2)", "true", "x"}, keyspace.Pair(1, 2), []string{"true", "x"}, false},
 		{[]string{"run", "--ns", "jobs", "7", "--", "true"}, keyspace.Pair(2, 7), []string{"true"}, false},
 		{[]string{"run", "--wait", "0", "n", "--", "true"}, keyspace.Hash("n"), []string{"true"}, true},
-		{[]string{"run", "--ns", "5", "--hash", "n", "--", "true"}, keyspace.Pair(5, hash32("n")), []string{"true"}, false},
+		{[]string{"run", "--ns", "5", "--hash", "n", "--", "true"}, keyspace.Pair(5, keyspace.Hash32("n")), []string{"true"}, false},
 		{[]string{"key", "--ns", "orders", "42"}, keyspace.Pair(1, 42), nil, false},
 	}
 	for _, tc := range ok {

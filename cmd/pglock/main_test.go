@@ -13,10 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 
 	"github.com/pgadvisory/pgadvisory/internal/testkit"
-	"github.com/pgadvisory/pgadvisory/itest"
 )
 
 // pglockBin is the pglock binary the tests run, built once by TestMain.
@@ -47,14 +45,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "pglock test: go build:", err)
 		return 1
 	}
-	code := itest.Run(m)
-	if code == 0 {
-		if err := goleak.Find(testkit.LeakOptions()...); err != nil {
-			fmt.Fprintln(os.Stderr, "testkit: goroutine leak:", err)
-			code = 1
-		}
-	}
-	return code
+	return testkit.Run(m)
 }
 
 // cleanEnv is the test's environment without connection settings, so that

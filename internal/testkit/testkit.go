@@ -21,7 +21,11 @@ import (
 // binary if goroutines were left running. Use it from TestMain:
 //
 //	func TestMain(m *testing.M) { testkit.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with work of its own to undo
+// afterwards: it returns the exit code.
+func Run(m *testing.M) int {
 	code := itest.Run(m)
 	if code == 0 {
 		if err := goleak.Find(LeakOptions()...); err != nil {
@@ -29,7 +33,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 // LeakOptions are the goroutines that database/sql and the drivers keep by
