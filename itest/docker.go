@@ -118,7 +118,11 @@ func startDocker(ctx context.Context, cfg Config, logf func(string, ...any)) (*S
 		if err != nil {
 			return nil, fmt.Errorf("docker: free port: %w", err)
 		}
+		// A name of its own, to remove the container if it was created but
+		// could not start (RunWithOptions then returns no Resource).
+		name := fmt.Sprintf("pgadvisory-itest-%d-%d-%d", os.Getpid(), time.Now().UnixNano(), attempt)
 		res, err := pool.RunWithOptions(&dockertest.RunOptions{
+			Name:       name,
 			Repository: repo,
 			Tag:        tag,
 			Env: []string{
@@ -146,6 +150,8 @@ func startDocker(ctx context.Context, cfg Config, logf func(string, ...any)) (*S
 		if err != nil {
 			if res != nil {
 				_ = pool.Purge(res)
+			} else {
+				_ = pool.RemoveContainerByName(name)
 			}
 			if attempt < 2 && isPortConflict(err) {
 				continue
