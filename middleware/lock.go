@@ -31,6 +31,9 @@ import (
 // released when the handler returns, also when it panics (the panic then
 // continues).
 //
+// The middleware and the handlers it wraps are safe for concurrent use; the
+// MaxWaiters count is shared by every handler one call of Lock wraps.
+//
 // Lock panics if locker or keyFn is nil or an option is invalid.
 func Lock(locker *advisory.Locker, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
 	if locker == nil {

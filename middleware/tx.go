@@ -35,6 +35,9 @@ import (
 // for a connection as long as the request context allows. The transaction
 // is bound to the request context: a client that goes away rolls it back.
 //
+// The middleware and the handlers it wraps are safe for concurrent use; the
+// MaxWaiters count is shared by every handler one call of TxLock wraps.
+//
 // TxLock panics if db or keyFn is nil or an option is invalid.
 func TxLock(db *sql.DB, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
 	if db == nil {

@@ -27,7 +27,8 @@ import (
 // same round; schedulers that need "once per period" should also record the
 // period done (e.g. in a table, on the lease's connection).
 //
-// Singleton panics if locker or job is nil.
+// The returned function is safe for concurrent use. Singleton panics if
+// locker or job is nil.
 func Singleton(locker *advisory.Locker, key keyspace.Key, job func(ctx context.Context) error) func(ctx context.Context) error {
 	if locker == nil {
 		panic("middleware: Singleton with a nil *advisory.Locker")
