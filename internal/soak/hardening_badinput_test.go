@@ -476,7 +476,14 @@ func TestBadInputMiddleware(t *testing.T) {
 	add("Keyed.Handle with a cancelled context", func(ctx context.Context) error {
 		c, cancel := context.WithCancel(ctx)
 		cancel()
-		return middleware.NewKeyed(nilDB).Handle(c, badKey, noop)
+		// A Locker with a DB (nothing listens there): the nil-DB error must
+		// not hide which error this case is about.
+		db, err := sql.Open("pgx", "postgres://postgres@127.0.0.1:1/none?sslmode=disable")
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		return middleware.NewKeyed(advisory.New(db)).Handle(c, badKey, noop)
 	}, w, s)
 	statusIs := func(want int) (func(error) bool, string) {
 		return func(err error) bool { return err == nil }, fmt.Sprintf("status %d", want)
