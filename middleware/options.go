@@ -125,5 +125,6 @@ func WithHooks(h Hooks) Option { return func(c *config) { c.hooks = h } }
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
 // WithTxOptions sets the isolation level and read-only flag of the
-// transactions that TxLock begins. Lock ignores it.
+// transactions that TxLock begins. Lock, which begins none, panics if given
+// it.
 func WithTxOptions(o *sql.TxOptions) Option { return func(c *config) { c.txOpts = o } }
