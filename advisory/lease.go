@@ -127,19 +127,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 
 	ls.connMu.Lock()
 	defer ls.connMu.Unlock()
-	var failed error
-	for _, k := range ls.keys {
-		var ok bool
-		q, args := sqltext.Unlock(ls.l.style, ls.shared, k)
-		if err := ls.conn.QueryRowContext(rctx, q, args...).Scan(&ok); err != nil {
-			failed = fmt.Errorf("advisory: release %v: %w", k, err)
-			break
-		}
-		if !ok {
-			failed = fmt.Errorf("advisory: release %v: the session did not hold it: %w", k, ErrLockLost)
-			break
-		}
-	}
+	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
 	if failed != nil {
 		ls.l.discard(ls.conn)
 	} else {

@@ -252,16 +252,38 @@ func (l *Locker) discard(conn *sql.Conn) {
 	}
 }
 
+// unlock releases keys on conn in one round trip: sqltext.Unlock for one
+// key, sqltext.UnlockMany for several. It fails, wrapping ErrLockLost, if the
+// session did not hold every key.
+func (l *Locker) unlock(ctx context.Context, conn *sql.Conn, keys []keyspace.Key, shared bool) error {
+	if len(keys) == 1 {
+		var ok bool
+		q, args := sqltext.Unlock(l.style, shared, keys[0])
+		if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
+			return fmt.Errorf("advisory: release %v: %w", keys[0], err)
+		}
+		if !ok {
+			return fmt.Errorf("advisory: release %v: the session did not hold it: %w", keys[0], ErrLockLost)
+		}
+		return nil
+	}
+	var n int64
+	q, args := sqltext.UnlockMany(l.style, shared, keys)
+	if err := conn.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return fmt.Errorf("advisory: release %v: %w", keyArg(keys), err)
+	}
+	if n != int64(len(keys)) {
+		return fmt.Errorf("advisory: release %v: the session held %d of the %d keys: %w", keyArg(keys), n, len(keys), ErrLockLost)
+	}
+	return nil
+}
+
 // unlockBestEffort releases keys on conn, ignoring the outcome; used only
 // before a discard that might not end the session (a pooler keeps it).
 func (l *Locker) unlockBestEffort(conn *sql.Conn, keys []keyspace.Key, shared bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	for _, k := range keys {
-		var ok bool
-		q, args := sqltext.Unlock(l.style, shared, k)
-		_ = conn.QueryRowContext(ctx, q, args...).Scan(&ok)
-	}
+	_ = l.unlock(ctx, conn, keys, shared)
 }
 
 // claimPID records a live lease on backend pid; false if one is there already.

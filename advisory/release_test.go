@@ -163,3 +163,36 @@ func TestPoolerSamePID(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReleaseManyPartly: a LockAll lease whose session no longer held one of
+// its keys: the one-round-trip release reports ErrLockLost and discards the
+// connection.
+func TestReleaseManyPartly(t *testing.T) {
+	defer testkit.VerifyNone(t)
+	db, mock, err := sqlmock.New(sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	keys := []keyspace.Key{keyspace.Int64(1), keyspace.Pair(1, 2)}
+	q, args := sqltext.LockAll(sqltext.Params, sqltext.Mode{}, keys, 0)
+	mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"n", "pid"}).AddRow(int64(2), 7))
+	q, args = sqltext.UnlockMany(sqltext.Params, false, keys)
+	mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(int64(1)))
+	mock.ExpectClose()
+	l := advisory.New(db, advisory.WithKeepAlive(time.Hour))
+	ctx := timeout(t, 10*time.Second)
+	lease, err := l.LockAll(ctx, keys[1], keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease.Release(ctx); !errors.Is(err, advisory.ErrLockLost) {
+		t.Fatalf("Release = %v, want ErrLockLost", err)
+	}
+	if s := db.Stats(); s.OpenConnections != 0 {
+		t.Fatalf("pool after Release: %+v, want the connection discarded", s)
+	}
+	if err := mock.ExpectationsWereMet(); err != nil {
+		t.Fatal(err)
+	}
+}
