@@ -86,11 +86,14 @@ func (ls *Lease) Err() error {
 
 // Release unlocks and returns the connection to the pool. It runs under
 // context.WithoutCancel(ctx) with its own timeout of a few seconds, so a
-// cancelled ctx still releases. If the unlock fails or reports that the
-// session did not hold the key, the connection is discarded (ending the
-// session and whatever it held) and the error says so. Release of a lost
-// lease returns its loss error at once; its connection is discarded in the
-// background as soon as the driver returns from any call stuck on it. Release of a nil Lease returns nil; a second Release returns
+// cancelled ctx still releases; it waits for a running Tx to end. If the
+// unlock fails or reports that the session did not hold every key, the
+// connection is discarded (ending the session and whatever it held) and the
+// error says so (wrapping ErrLockLost for a key that was not held).
+//
+// Release of a lost lease returns its loss error at once; its connection is
+// discarded in the background as soon as the driver returns from any call
+// stuck on it. Release of a nil Lease returns nil; a second Release returns
 // an error wrapping ErrReleased.
 func (ls *Lease) Release(ctx context.Context) error {
 	if ls == nil {
