@@ -49,7 +49,9 @@ const (
 	// interval (soakConfig.longPercent overrides it).
 	longPercent = 5
 	longMin     = 300 * time.Millisecond
-	longMax     = 900 * time.Millisecond
+	// sharedPercent of the sections are readers under LockShared.
+	sharedPercent = 20
+	longMax       = 900 * time.Millisecond
 )
 
 // lossBound is the contract of loss detection (package advisory): a loss is
@@ -118,6 +120,7 @@ type run struct {
 	// at once lose an update. memWrites counts the writes done.
 	mem       [nkeys]atomic.Int64
 	memWrites [nkeys]atomic.Int64
+	tornReads [nkeys]atomic.Int64 // readers that saw the counter change while they believed
 
 	// The database counters, written by a read-modify-write in a
 	// transaction on the holding connection (Lease.Tx).
@@ -239,7 +242,8 @@ func runSoak(t *testing.T, cfg soakConfig) {
 	}
 }
 
-// worker runs sections until the run stops.
+// worker runs sections until the run stops: mostly exclusive ones through
+// Locker.Do, some shared ones (readers) through LockShared.
 func (r *run) worker(name string, proc int, l *advisory.Locker) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(proc)))
 	for {
@@ -252,48 +256,13 @@ func (r *run) worker(name string, proc int, l *advisory.Locker) {
 			return
 		}
 		ki := rng.IntN(nkeys)
-		ctx, cancel := context.WithTimeout(context.Background(), attemptLimit)
-		var (
-			s       soak.Section
-			entered bool
-			lostMu  sync.Mutex
-			lostAt  time.Time
-			pid     int
-		)
-		err := l.Do(ctx, r.keys[ki], func(ctx context.Context) error {
-			entered = true
-			r.nsec.Add(1)
-			s = soak.Section{Holder: name, Key: r.keys[ki].String(), Enter: time.Now()}
-			if lease, ok := advisory.LeaseFromContext(ctx); ok {
-				pid = lease.PID()
-				// The holder stops believing when Lost closes: note when,
-				// and be sure the note is taken before the section ends.
-				done := make(chan struct{})
-				var watch sync.WaitGroup
-				watch.Add(1)
-				go func() {
-					defer watch.Done()
-					select {
-					case <-lease.Lost():
-						lostMu.Lock()
-						lostAt = time.Now()
-						lostMu.Unlock()
-					case <-done:
-					}
-				}()
-				defer func() { close(done); watch.Wait() }()
-				if err := r.dbSection(ctx, lease, ki, rng, s); err != nil {
-					s.Exit = time.Now()
-					return err
-				}
-			}
-			err := r.memSection(ctx, ki, rng)
-			s.Exit = time.Now()
-			return err
-		})
-		cancel()
-		if !entered {
-			r.countFailure(err)
+		var ok bool
+		if rng.IntN(100) < sharedPercent {
+			ok = r.readerSection(name, l, ki, rng)
+		} else {
+			ok = r.writerSection(name, l, ki, rng)
+		}
+		if !ok {
 			// A worker pauses before it tries again, as real ones do, so
 			// that a server that is down is not hammered in a busy loop.
 			pause := time.NewTimer(time.Duration(10+rng.IntN(40)) * time.Millisecond)
@@ -302,22 +271,106 @@ func (r *run) worker(name string, proc int, l *advisory.Locker) {
 			case <-pause.C:
 			}
 			pause.Stop()
-			continue
 		}
-		lostMu.Lock()
-		s.LostAt = lostAt
-		lostMu.Unlock()
-		switch {
-		case err == nil:
-			s.Outcome = soak.Confirmed
-		case errors.Is(err, advisory.ErrLockLost):
-			s.Outcome = soak.Lost
-		default:
-			s.Outcome = soak.Unverified
-		}
-		s.PID = pid
-		r.rec.Add(s)
 	}
+}
+
+// watchLost notes when lease's Lost closes; the function it returns stops
+// watching and gives that moment (zero if the lease was not lost), so the
+// note is certain to be taken before the section is recorded.
+func watchLost(lease *advisory.Lease) func() time.Time {
+	done := make(chan struct{})
+	result := make(chan time.Time, 1)
+	go func() {
+		select {
+		case <-lease.Lost():
+			result <- time.Now()
+		case <-done:
+			result <- time.Time{}
+		}
+	}()
+	return func() time.Time {
+		close(done)
+		return <-result
+	}
+}
+
+// outcome files the end of a section by the error that ended it.
+func outcome(err error) soak.Outcome {
+	switch {
+	case err == nil:
+		return soak.Confirmed
+	case errors.Is(err, advisory.ErrLockLost):
+		return soak.Lost
+	}
+	return soak.Unverified
+}
+
+// writerSection runs one exclusive section through Do: the database counter
+// on the holding connection, then the in-memory counter. It reports whether
+// the lock was acquired.
+func (r *run) writerSection(name string, l *advisory.Locker, ki int, rng *rand.Rand) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), attemptLimit)
+	defer cancel()
+	var (
+		s       soak.Section
+		entered bool
+	)
+	err := l.Do(ctx, r.keys[ki], func(ctx context.Context) error {
+		entered = true
+		r.nsec.Add(1)
+		s = soak.Section{Holder: name, Key: r.keys[ki].String(), Enter: time.Now()}
+		lease, _ := advisory.LeaseFromContext(ctx)
+		s.PID = lease.PID()
+		stop := watchLost(lease)
+		defer func() { s.LostAt = stop() }()
+		if err := r.dbSection(ctx, lease, ki, rng, s); err != nil {
+			s.Exit = time.Now()
+			return err
+		}
+		err := r.memSection(ctx, ki, rng)
+		s.Exit = time.Now()
+		return err
+	})
+	if !entered {
+		r.countFailure(err)
+		return false
+	}
+	s.Outcome = outcome(err)
+	r.rec.Add(s)
+	return true
+}
+
+// readerSection runs one shared section: it reads the in-memory counter,
+// works, and reads it again. A writer inside the section would change it: a
+// torn read. It reports whether the lock was acquired.
+func (r *run) readerSection(name string, l *advisory.Locker, ki int, rng *rand.Rand) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), attemptLimit)
+	defer cancel()
+	lease, err := l.LockShared(ctx, r.keys[ki])
+	if err != nil {
+		r.countFailure(err)
+		return false
+	}
+	r.nsec.Add(1)
+	s := soak.Section{Holder: name, Key: r.keys[ki].String(), Shared: true, Enter: time.Now(), PID: lease.PID()}
+	stop := watchLost(lease)
+	v := r.mem[ki].Load()
+	work := time.NewTimer(r.workTime(rng))
+	select {
+	case <-lease.Lost():
+	case <-work.C:
+	}
+	work.Stop()
+	torn := r.mem[ki].Load() != v
+	s.Exit = time.Now()
+	s.LostAt = stop()
+	if torn && s.LostAt.IsZero() {
+		r.tornReads[ki].Add(1)
+	}
+	s.Outcome = outcome(lease.Release(ctx))
+	r.rec.Add(s)
+	return true
 }
 
 // memSection is the critical section on the in-memory counter: a careful
@@ -328,11 +381,7 @@ func (r *run) memSection(ctx context.Context, ki int, rng *rand.Rand) error {
 	// inside this window loses an update. Most sections are short; some
 	// outlast the keepalive interval, so that faults hit them while held and
 	// the keepalive has to notice.
-	work := time.Duration(rng.IntN(2000)) * time.Microsecond
-	if rng.IntN(100) < r.longPercent {
-		work = longMin + time.Duration(rng.Int64N(int64(longMax-longMin)))
-	}
-	t := time.NewTimer(work)
+	t := time.NewTimer(r.workTime(rng))
 	select {
 	case <-ctx.Done():
 	case <-t.C:
@@ -344,6 +393,16 @@ func (r *run) memSection(ctx context.Context, ki int, rng *rand.Rand) error {
 	r.mem[ki].Store(v + 1)
 	r.memWrites[ki].Add(1)
 	return nil
+}
+
+// workTime is how long a section works: mostly short; a share outlast the
+// keepalive interval, so that faults hit them while held and the keepalive
+// has to notice.
+func (r *run) workTime(rng *rand.Rand) time.Duration {
+	if rng.IntN(100) < r.longPercent {
+		return longMin + time.Duration(rng.Int64N(int64(longMax-longMin)))
+	}
+	return time.Duration(rng.IntN(2000)) * time.Microsecond
 }
 
 // dbSection is the critical section on the database counter: a
@@ -570,8 +629,14 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 
 	t.Logf("soak %s: %v, %d processes x %d goroutines on %d keys, keepalive %v", driver,
 		elapsed.Round(time.Millisecond), procs, perProc, nkeys, keepAlive)
-	t.Logf("sections: %d (confirmed %d, lost %d, unverified %d); acquires that failed: %s",
-		rep.Sections, rep.ByOutcome[soak.Confirmed], rep.ByOutcome[soak.Lost], rep.ByOutcome[soak.Unverified], strings.Join(fails, ", "))
+	readers := 0
+	for _, s := range sections {
+		if s.Shared {
+			readers++
+		}
+	}
+	t.Logf("sections: %d, %d of them shared (confirmed %d, lost %d, unverified %d); acquires that failed: %s",
+		rep.Sections, readers, rep.ByOutcome[soak.Confirmed], rep.ByOutcome[soak.Lost], rep.ByOutcome[soak.Unverified], strings.Join(fails, ", "))
 	t.Logf("faults injected: %d (%s)", faults, strings.Join(fl, ", "))
 	t.Logf("losses detected: %d (Lost hook calls %d)", rep.ByOutcome[soak.Lost], r.lostCB.Load())
 	if len(delays) > 0 {
@@ -621,9 +686,13 @@ func (r *run) report(t *testing.T, driver string, elapsed time.Duration, proxies
 	}
 	for i, k := range r.keys {
 		got, want := r.mem[i].Load(), r.memWrites[i].Load()
-		t.Logf("key %v: in-memory counter %d, writes %d", k, got, want)
+		torn := r.tornReads[i].Load()
+		t.Logf("key %v: in-memory counter %d, writes %d, torn reads %d", k, got, want, torn)
 		if got != want && !windowKeys[k.String()] {
 			t.Errorf("key %v: in-memory counter %d != %d writes, with no overlap to explain it", k, got, want)
+		}
+		if torn > 0 && !windowKeys[k.String()] {
+			t.Errorf("key %v: %d readers saw a write while they held the shared lock, with no overlap to explain it", k, torn)
 		}
 	}
 
