@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -262,4 +263,35 @@ func ExampleKeyed_Handle() {
 	fmt.Println(len(log[42]), "events for order 42,", len(log[7]), "for order 7")
 	// Output:
 	// 2 events for order 42, 1 for order 7
+}
+
+// WithResponder replaces the plain-text answers, here with JSON. The
+// example needs no database: a request without an id is answered before any
+// lock is tried.
+func ExampleWithResponder() {
+	ns := keyspace.MustNamespace("orders", 1)
+	jsonAnswer := func(w http.ResponseWriter, r *http.Request, err error, retryAfter time.Duration) {
+		status, code := http.StatusServiceUnavailable, "unavailable"
+		switch {
+		case errors.Is(err, middleware.ErrBadKey):
+			status, code = http.StatusBadRequest, "bad_id"
+		case errors.Is(err, middleware.ErrBusy):
+			status, code = http.StatusConflict, "locked"
+		}
+		if status != http.StatusBadRequest {
+			w.Header().Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "{\"error\":%q}\n", code)
+	}
+	lock := middleware.Lock(advisory.New(nil), middleware.PathValue(ns, "id"), middleware.WithResponder(jsonAnswer))
+
+	mux := http.NewServeMux()
+	mux.Handle("PUT /orders/{id...}", lock(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+	w := httptest.NewRecorder()
+	mux.ServeHTTP(w, httptest.NewRequest(http.MethodPut, "/orders/", nil))
+	fmt.Print(w.Code, " ", w.Header().Get("Content-Type"), " ", w.Body.String())
+	// Output:
+	// 400 application/json {"error":"bad_id"}
 }
