@@ -20,7 +20,7 @@ import (
 // manyKeys is more advisory locks than the private server's lock table holds
 // (max_locks_per_transaction 10 x max_connections 40, plus the shared
 // memory slack PostgreSQL keeps, is a few hundred to a thousand entries).
-const manyKeys = 4_000
+const manyKeys = 2_500
 
 func keysFrom(base, n int) []keyspace.Key {
 	ks := make([]keyspace.Key, n)
