@@ -26,6 +26,21 @@
 // If none works the test is skipped, except when CI=true, where it fails with
 // what was tried. PGADVISORY_TEST_MODE=env|docker|local forces one path.
 //
+// Where no image registry is reachable, .ci/build-image.sh builds
+// pgadvisory/postgres:15 from the machine's own PostgreSQL 15; it follows the
+// official image's conventions (POSTGRES_USER, POSTGRES_DB,
+// POSTGRES_HOST_AUTH_METHOD, POSTGRES_INITDB_ARGS, extra "-c name=value"
+// arguments), so both images go through the same code.
+//
+// A server of a test's own (NewServer) can be restarted (Server.Restart: a
+// fast shutdown and a start on the same address and data, cutting every
+// session) and, in Docker, frozen (Server.Pause and Unpause: the connections
+// stay open and nothing answers, as in a network partition).
+//
 // Everything itest starts it also stops and removes: containers, processes,
-// temporary directories and databases.
+// temporary directories and databases. If the test binary dies before its
+// cleanup (a -timeout panic, SIGKILL), a small watchdog process stops the
+// local cluster and removes its directory, or removes the container; a
+// container left all the same is removed by the next test binary that starts
+// one on the same host.
 package itest
