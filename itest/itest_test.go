@@ -34,11 +34,9 @@ func setting(t *testing.T, db *sql.DB, name string) string {
 	return v
 }
 
-// TestModeEnv points PGADVISORY_TEST_DSN at the shared server (in CI one
-// that itest started) and checks that ModeEnv uses it as it is and refuses
-// to manage it.
-func TestModeEnv(t *testing.T) {
-	own := itest.Shared(t)
+// checkEnvMode points PGADVISORY_TEST_DSN at own, a server that itest
+// started, and checks that ModeEnv uses it as it is and refuses to manage it.
+func checkEnvMode(t *testing.T, own *itest.Server) {
 	t.Setenv(itest.EnvDSN, own.DSN("")+"&application_name=itest-env")
 	t.Setenv(itest.EnvMode, "")
 
@@ -67,9 +65,18 @@ func TestModeEnv(t *testing.T) {
 	// Closing the env server left the server itself alone.
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		db := itest.OpenDSN(t, driver, own.NewDatabase(t)) // fails the test if it does not answer
+		if got := setting(t, db, "max_locks_per_transaction"); got != "97" {
+			t.Errorf("max_locks_per_transaction = %s, want the 97 own runs with", got)
+		}
 		testkit.WaitConnsIdle(t, db)
 	})
+}
 
+// TestModeEnv: ModeEnv without a usable DSN, and an unknown mode, are errors.
+// (ModeEnv with a DSN is checked in TestModeLocal, against its server.)
+func TestModeEnv(t *testing.T) {
+	ctx := ctxT(t, time.Minute)
+	t.Setenv(itest.EnvMode, "")
 	t.Setenv(itest.EnvDSN, "")
 	if _, err := itest.Start(ctx, itest.Config{Mode: itest.ModeEnv}); !errors.Is(err, itest.ErrNoServer) {
 		t.Errorf("Start(env) without a DSN = %v, want ErrNoServer", err)
@@ -148,8 +155,8 @@ func exerciseServer(t *testing.T, s *itest.Server) {
 	}
 }
 
-// TestModeLocal: a cluster from local binaries: settings, Restart, and
-// everything gone after Close.
+// TestModeLocal: a cluster from local binaries: settings, Restart, the same
+// server used through PGADVISORY_TEST_DSN, and everything gone after Close.
 func TestModeLocal(t *testing.T) {
 	s := itest.NewServer(t, itest.Config{Mode: itest.ModeLocal, Settings: map[string]string{"max_locks_per_transaction": "97"}})
 	if s.Mode() != itest.ModeLocal {
@@ -159,6 +166,7 @@ func TestModeLocal(t *testing.T) {
 		t.Error("Pause of a local server succeeded, want an error")
 	}
 	t.Run("restart", func(t *testing.T) { exerciseServer(t, s) })
+	t.Run("env", func(t *testing.T) { checkEnvMode(t, s) })
 	t.Run("cleanup", func(t *testing.T) { checkLocalCleanup(t, s) })
 }
 
