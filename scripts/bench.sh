@@ -15,6 +15,8 @@
 #   BENCH_QUICK=1 one sample and short runs, to check that everything works
 #   BENCH_OUT     directory for the raw output (default: a new temp dir)
 #   BENCH_MD      the Markdown file to write (default: BENCHMARKS.md)
+#   BENCH_REPORT_ONLY=1  run nothing: rewrite the Markdown from
+#                 $BENCH_OUT/bench.txt of an earlier run
 #
 # The whole run takes about 5 minutes on a quiet 2-core machine, 20 or more
 # when other work loads it.
@@ -33,14 +35,23 @@ out=${BENCH_OUT:-$(mktemp -d -t pgadvisory-bench.XXXXXX)}
 md=${BENCH_MD:-$root/BENCHMARKS.md}
 mkdir -p "$out"
 raw="$out/bench.txt"
-: >"$raw"
-
-echo "bench.sh: building the suite" >&2
-go test -c -o "$out/benchsuite.test" ./internal/benchsuite || exit 1
+report_only=${BENCH_REPORT_ONLY:-}
+if [ -n "$report_only" ] && [ ! -s "$raw" ]; then
+	echo "bench.sh: BENCH_REPORT_ONLY needs $raw from an earlier run" >&2
+	exit 1
+fi
+[ -n "$report_only" ] || : >"$raw"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t0=$(date +%s)
+if [ -n "$report_only" ]; then
+	# Keep what the run recorded about itself.
+	[ -f "$out/meta" ] && . "$out/meta"
+else
+	echo "bench.sh: building the suite" >&2
+	go test -c -o "$out/benchsuite.test" ./internal/benchsuite || exit 1
+fi
 
 # run PATTERN BENCHTIME COUNT: one group of benchmarks, appended to $raw.
 # Failures are recorded in the output (--- FAIL lines) and reported, not
@@ -52,21 +63,31 @@ run() {
 		benchtime=$(( ${benchtime%x} / scale + 1 ))x
 	fi
 	local cmd="benchsuite.test -test.run '^\$' -test.bench '$pattern' -test.benchtime $benchtime -test.count $n -test.benchmem"
-	commands+=("$cmd")
+	case " ${commands[*]:-} " in *"$cmd"*) ;; *) commands+=("$cmd") ;; esac
+	[ -n "$report_only" ] && return
 	echo "bench.sh: $cmd" >&2
 	(cd internal/benchsuite && "$out/benchsuite.test" -test.run '^$' -test.bench "$pattern" \
 		-test.benchtime "$benchtime" -test.count "$n" -test.benchmem) 2>&1 | tee -a "$raw" >&2
 }
 
-run '^Benchmark(SessionLock|TryLock|XactLock|Middleware)$' 400x "$count"
-run '^BenchmarkLockAll$' 150x "$count"
-run '^BenchmarkHotKey$' 800x "$count"
+# Rounds of one sample each rather than -count: on a shared machine the load
+# drifts, and interleaving keeps every form of a case exposed to the same
+# drift (with -count, the samples of one form run back to back).
+for round in $(seq "$count"); do
+	run '^Benchmark(SessionLock|TryLock|XactLock|Middleware)$' 400x 1
+	run '^BenchmarkLockAll$' 150x 1
+	run '^BenchmarkHotKey$' 800x 1
+done
 # One private server per sample would cost a server start each: one sample
 # of 3 iterations instead (ns/op is their mean).
 run '^BenchmarkManyLocks$' 3x 1
 
-elapsed=$(( $(date +%s) - t0 ))
-load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+if [ -z "$report_only" ]; then
+	elapsed=$(( $(date +%s) - t0 ))
+	load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+	printf 'started=%q\nelapsed=%q\nload_before=%q\nload_after=%q\n' \
+		"$started" "$elapsed" "$load_before" "$load_after" >"$out/meta"
+fi
 
 echo "bench.sh: computing ratios" >&2
 go run ./internal/benchsuite/benchreport "$raw" >"$out/ratios.md" || exit 1
@@ -100,7 +121,7 @@ suite is \`internal/benchsuite\`; the ratios come from
 - Load average before / after: $load_before / $load_after
 - Go: $(go version | cut -d' ' -f3-)
 - Server: ${server:-see the raw output}${pgversion:+ (ManyLocks: private server $pgversion)}
-- Samples: $count per benchmark (ManyLocks: 1 sample of 3 iterations)
+- Samples: $count per benchmark, in $count interleaved rounds (ManyLocks: 1 sample of 3 iterations)
 - Commands (in \`internal/benchsuite\`, binary from \`go test -c\`):
 $(for c in "${commands[@]}"; do printf '  - `%s`\n' "$c"; done)
 
