@@ -25,7 +25,8 @@ func (l *Locker) Do(ctx context.Context, key keyspace.Key, fn func(ctx context.C
 	}
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	lease.onLoss(func(err error) { cancel(err) })
+	stop := lease.AfterLost(func(err error) { cancel(err) })
+	defer stop()
 
 	released := false
 	defer func() {
@@ -36,13 +37,11 @@ func (l *Locker) Do(ctx context.Context, key keyspace.Key, fn func(ctx context.C
 	ferr := fn(context.WithValue(fctx, leaseKey{}, lease))
 	released = true
 	rerr := lease.Release(ctx)
-	select {
-	case <-lease.Lost():
+	if lerr := lease.lossErr(); lerr != nil {
 		if ferr != nil {
-			return fmt.Errorf("%w (%w)", lease.Err(), ferr)
+			return fmt.Errorf("%w (%w)", lerr, ferr)
 		}
-		return lease.Err()
-	default:
+		return lerr
 	}
 	if ferr != nil {
 		return ferr

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgadvisory/pgadvisory/internal/keyqueue"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
@@ -19,10 +20,14 @@ import (
 // network).
 const pingGrace = 100 * time.Millisecond
 
+// closedChan is the Lost channel of a lease that was lost before anyone
+// asked for it.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
 // Lease is one held lock (or, from LockAll, one set of locks) on its own
 // pinned connection. Every method is safe for concurrent use, and Release is
 // nil-safe. A Lease must be released even after it was lost, to stop its
-// keepalive.
+// keepalive and let the next goroutine of the process have the key.
 type Lease struct {
 	l      *Locker
 	conn   *sql.Conn
@@ -32,29 +37,49 @@ type Lease struct {
 	grant  time.Time
 	tokens []int64 // fencing tokens, in the order of keys; nil without fencing
 
-	// connMu serialises statements on conn (keepalive pings, release); a
-	// ping whose driver call hangs keeps it until the call returns.
-	connMu sync.Mutex
+	// ticket is the lease's place in the Locker's in-process queue (nil for
+	// LockAll leases, which bypass it). It is given back after the server
+	// lock, or handed on with it.
+	ticket *keyqueue.Ticket[keyspace.Key]
+	// serverGrant is when the server granted the lock that this lease
+	// holds, and passes how many times it was handed on since (Handoff).
+	serverGrant time.Time
+	passes      int
 
-	lost   chan struct{} // closed on loss
-	stop   chan struct{} // closed by Release to end the keepalive
-	kaDone chan struct{} // closed when the keepalive goroutine has ended
+	// connMu serialises statements on conn (keepalive pings, Tx, release);
+	// a ping whose driver call hangs keeps it until the call returns.
+	connMu sync.Mutex
 
 	relMu sync.Mutex // serialises Release calls
 
 	mu       sync.Mutex
 	err      error // nil while held, then the loss error or ErrReleased
 	released bool
-	onLost   []func(error)
+	isLost   bool
+	lost     chan struct{} // made on demand by Lost; closed on loss
+	onLost   []*lossFunc
+	timer    *time.Timer   // the next keepalive; nil after Release or a loss
+	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
 }
 
+// lossFunc is one AfterLost registration.
+type lossFunc struct{ f func(error) }
+
+// newLease returns a held lease and starts its keepalive. The keepalive is a
+// timer, not a goroutine: a ping runs on the timer's own goroutine, once per
+// interval, and nothing runs between pings.
 func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid int, tokens []int64) *Lease {
-	ls := &Lease{
-		l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: time.Now(), tokens: tokens,
-		lost: make(chan struct{}), stop: make(chan struct{}), kaDone: make(chan struct{}),
-	}
-	go ls.keepalive()
+	now := time.Now()
+	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: now, serverGrant: now, tokens: tokens}
+	ls.startKeepalive()
 	return ls
+}
+
+// startKeepalive arms the first keepalive tick.
+func (ls *Lease) startKeepalive() {
+	ls.mu.Lock()
+	ls.timer = time.AfterFunc(ls.l.opts.keepAlive, ls.tick)
+	ls.mu.Unlock()
 }
 
 // Key returns the lease's key; for a LockAll lease, the first in sorted order.
@@ -71,8 +96,20 @@ func (ls *Lease) Shared() bool { return ls.shared }
 func (ls *Lease) PID() int { return ls.pid }
 
 // Lost returns a channel that is closed when the lock is lost (not when it
-// is released).
-func (ls *Lease) Lost() <-chan struct{} { return ls.lost }
+// is released). The channel is made on the first call; AfterLost watches a
+// lease without one.
+func (ls *Lease) Lost() <-chan struct{} {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.lost == nil {
+		if ls.isLost {
+			ls.lost = closedChan
+		} else {
+			ls.lost = make(chan struct{})
+		}
+	}
+	return ls.lost
+}
 
 // Err returns nil while the lock is held; after a loss, an error wrapping
 // ErrLockLost and the cause (ErrPooler, the driver's error, or
@@ -84,12 +121,57 @@ func (ls *Lease) Err() error {
 	return ls.err
 }
 
+// lossErr returns the loss error if the lease was lost, else nil.
+func (ls *Lease) lossErr() error {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.isLost {
+		return ls.err
+	}
+	return nil
+}
+
+// AfterLost arranges for f to run on its own goroutine once the lease is
+// lost, with the loss error (the one Err returns), like context.AfterFunc:
+// watching a lease this way costs no goroutine until the loss. If the lease
+// is already lost, f starts at once. It never runs for a lease released
+// without a loss.
+//
+// stop unregisters f; it returns true if that stopped f from being run, false
+// if f was already started (or stop was already called).
+func (ls *Lease) AfterLost(f func(err error)) (stop func() bool) {
+	lf := &lossFunc{f: f}
+	ls.mu.Lock()
+	if ls.isLost {
+		err := ls.err
+		ls.mu.Unlock()
+		go f(err)
+		return func() bool { return false }
+	}
+	ls.onLost = append(ls.onLost, lf)
+	ls.mu.Unlock()
+	return func() bool {
+		ls.mu.Lock()
+		defer ls.mu.Unlock()
+		if i := slices.Index(ls.onLost, lf); i >= 0 {
+			ls.onLost = slices.Delete(ls.onLost, i, i+1)
+			return true
+		}
+		return false
+	}
+}
+
 // Release unlocks and returns the connection to the pool. It runs under
 // context.WithoutCancel(ctx) with its own timeout of a few seconds, so a
 // cancelled ctx still releases; it waits for a running Tx to end. If the
 // unlock fails or reports that the session did not hold every key, the
 // connection is discarded (ending the session and whatever it held) and the
 // error says so (wrapping ErrLockLost for a key that was not held).
+//
+// If another goroutine of the process is queued for the key in exclusive
+// mode, Release may hand the held lock, with its connection, straight to it
+// instead of unlocking (see WithHandoff); for the caller this lease is
+// released either way.
 //
 // Release of a lost lease returns its loss error at once; its connection is
 // discarded in the background as soon as the driver returns from any call
@@ -107,29 +189,49 @@ func (ls *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("advisory: release %v: %w", keyArg(ls.keys), ErrReleased)
 	}
 	ls.released = true
+	if ls.timer != nil {
+		ls.timer.Stop()
+		ls.timer = nil
+	}
+	pingDone := ls.pingDone
 	ls.mu.Unlock()
 
-	close(ls.stop)
-	<-ls.kaDone // at most one ping timeout: the keepalive never waits longer
-
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancel()
+	if pingDone != nil {
+		// A ping is running: wait for its verdict, which comes within one
+		// ping timeout even if the driver call hangs.
+		select {
+		case <-pingDone:
+		case <-ls.Lost():
+		}
+	}
 
 	ls.mu.Lock()
-	lostErr := ls.err
+	lostErr := ls.lossErrLocked()
 	if lostErr == nil {
 		ls.err = ErrReleased
+		ls.onLost = nil
 	}
 	ls.mu.Unlock()
 	if lostErr != nil {
 		// The loss already started discarding the connection, which ends as
 		// soon as the driver lets go of it: a call stuck on a silent network
 		// (lib/pq cannot interrupt one) must not hold Release up.
+		ls.releaseTicket()
 		return lostErr
 	}
 
 	ls.connMu.Lock()
 	defer ls.connMu.Unlock()
+	held := time.Since(ls.grant)
+	if ls.handoff() {
+		if h := ls.l.opts.hooks.Released; h != nil {
+			h(ls.keys[0], ls.shared, held)
+		}
+		ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", held))
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
 	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
 	if failed != nil {
 		ls.l.discard(ls.conn)
@@ -137,7 +239,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 		ls.conn.Close()
 	}
 	ls.l.releasePID(ls.pid)
-	held := time.Since(ls.grant)
+	ls.releaseTicket()
 	if h := ls.l.opts.hooks.Released; h != nil {
 		h(ls.keys[0], ls.shared, held)
 	}
@@ -149,62 +251,98 @@ func (ls *Lease) Release(ctx context.Context) error {
 	return nil
 }
 
-// keepalive pings the connection every interval until Release or a loss.
-func (ls *Lease) keepalive() {
-	defer close(ls.kaDone)
-	t := time.NewTicker(ls.l.opts.keepAlive)
-	defer t.Stop()
-	for {
-		select {
-		case <-ls.stop:
-			return
-		case <-t.C:
-		}
-		if err := ls.ping(); err != nil {
-			ls.lose(err)
-			return
-		}
+// lossErrLocked is lossErr with ls.mu held.
+func (ls *Lease) lossErrLocked() error {
+	if ls.isLost {
+		return ls.err
+	}
+	return nil
+}
+
+// releaseTicket gives the lease's place in the in-process queue back.
+func (ls *Lease) releaseTicket() {
+	if ls.ticket != nil {
+		ls.ticket.Release()
+		ls.ticket = nil
 	}
 }
 
-// ping runs one keepalive round trip and checks that the same backend
-// answers. The driver call runs on its own goroutine so that a call stuck on
-// a silent network cannot hold the verdict back past the ping timeout.
-func (ls *Lease) ping() error {
+// handoff passes the held server lock and its connection to the next
+// goroutine of the process queued for the key in exclusive mode, if the
+// fairness budget allows (WithHandoff). It reports whether it did; the
+// caller holds connMu, and the lease is released and not lost.
+func (ls *Lease) handoff() bool {
+	o := &ls.l.opts
+	if ls.ticket == nil || ls.shared || o.fencing || ls.passes >= o.handoffs ||
+		time.Since(ls.serverGrant) >= o.handoffWindow {
+		return false
+	}
+	next := &Lease{
+		l: ls.l, conn: ls.conn, keys: ls.keys, pid: ls.pid,
+		serverGrant: ls.serverGrant, passes: ls.passes + 1,
+	}
+	if !ls.ticket.Handoff(next) {
+		return false
+	}
+	ls.ticket = nil
+	// The pid stays claimed: next holds it now. next.grant, its ticket and
+	// its keepalive are set by the waiter (Locker.lockQueued).
+	return true
+}
+
+// tick runs one keepalive ping on the timer's goroutine and arms the next.
+func (ls *Lease) tick() {
+	ls.mu.Lock()
+	if ls.released || ls.err != nil {
+		ls.mu.Unlock()
+		return
+	}
 	if !ls.connMu.TryLock() {
 		// A Tx is running on the connection: the keepalive must not send a
 		// statement inside it, and the Tx's own statements watch the
 		// session meanwhile.
-		return nil
+		ls.timer.Reset(ls.l.opts.keepAlive)
+		ls.mu.Unlock()
+		return
 	}
-	// connMu is released by the goroutine when the driver call returns.
+	done := make(chan struct{})
+	ls.pingDone = done
+	ls.mu.Unlock()
+
+	// The verdict timer declares the lease lost if the driver has not
+	// returned in time, even while the call below is stuck.
+	verdict := time.AfterFunc(ls.l.pingTimeout+pingGrace, func() {
+		ls.lose(fmt.Errorf("keepalive: no answer within %v: %w", ls.l.pingTimeout, context.DeadlineExceeded))
+	})
+	err := ls.ping()
+	ls.connMu.Unlock()
+	inTime := verdict.Stop()
+
+	ls.mu.Lock()
+	ls.pingDone = nil
+	close(done)
+	if inTime && err == nil && !ls.released && ls.err == nil {
+		ls.timer.Reset(ls.l.opts.keepAlive)
+	}
+	ls.mu.Unlock()
+	if inTime && err != nil {
+		ls.lose(err)
+	}
+}
+
+// ping runs one keepalive round trip and checks that the same backend
+// answers. The caller holds connMu.
+func (ls *Lease) ping() error {
 	ctx, cancel := context.WithTimeout(context.Background(), ls.l.pingTimeout)
 	defer cancel()
-	type result struct {
-		pid int
-		err error
+	var pid int
+	if err := ls.conn.QueryRowContext(ctx, sqltext.Ping).Scan(&pid); err != nil {
+		return fmt.Errorf("keepalive: %w", err)
 	}
-	ch := make(chan result, 1)
-	go func() {
-		defer ls.connMu.Unlock()
-		var pid int
-		err := ls.conn.QueryRowContext(ctx, sqltext.Ping).Scan(&pid)
-		ch <- result{pid, err}
-	}()
-	timer := time.NewTimer(ls.l.pingTimeout + pingGrace)
-	defer timer.Stop()
-	select {
-	case r := <-ch:
-		switch {
-		case r.err != nil:
-			return fmt.Errorf("keepalive: %w", r.err)
-		case r.pid != ls.pid:
-			return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", r.pid, ls.pid, ErrPooler)
-		}
-		return nil
-	case <-timer.C:
-		return fmt.Errorf("keepalive: no answer within %v: %w", ls.l.pingTimeout, context.DeadlineExceeded)
+	if pid != ls.pid {
+		return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", pid, ls.pid, ErrPooler)
 	}
+	return nil
 }
 
 // lose marks the lease lost with cause, signals everyone, and discards the
@@ -217,13 +355,22 @@ func (ls *Lease) lose(cause error) {
 	}
 	err := fmt.Errorf("advisory: lock %v lost: %w: %w", keyArg(ls.keys), ErrLockLost, cause)
 	ls.err = err
-	close(ls.lost)
+	ls.isLost = true
+	if ls.lost != nil {
+		close(ls.lost)
+	} else {
+		ls.lost = closedChan
+	}
+	if ls.timer != nil {
+		ls.timer.Stop()
+		ls.timer = nil
+	}
 	fns := ls.onLost
 	ls.onLost = nil
 	ls.mu.Unlock()
 
-	for _, f := range fns {
-		f(err)
+	for _, lf := range fns {
+		go lf.f(err)
 	}
 	if h := ls.l.opts.hooks.Lost; h != nil {
 		h(ls.keys[0], err)
@@ -240,20 +387,4 @@ func (ls *Lease) lose(cause error) {
 		}
 		ls.l.discard(ls.conn)
 	}()
-}
-
-// onLoss calls f with the loss error when the lease is lost, at once if it
-// already is. f must not block.
-func (ls *Lease) onLoss(f func(error)) {
-	ls.mu.Lock()
-	select {
-	case <-ls.lost:
-		err := ls.err
-		ls.mu.Unlock()
-		f(err)
-		return
-	default:
-	}
-	ls.onLost = append(ls.onLost, f)
-	ls.mu.Unlock()
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgadvisory/pgadvisory/internal/keyqueue"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -27,6 +28,11 @@ type Locker struct {
 	// pingTimeout bounds one keepalive round trip.
 	pingTimeout time.Duration
 
+	// q queues the goroutines of this process per key, so that of those
+	// that want one key only the first goes to the server (LockAll bypasses
+	// it: the server alone orders multi-key sets).
+	q keyqueue.Queue[keyspace.Key]
+
 	mu   sync.Mutex
 	pids map[int]int // backend pid -> live leases on it (more than one means a pooler)
 }
@@ -34,7 +40,9 @@ type Locker struct {
 // New returns a Locker over db. A nil db gives a Locker whose methods return
 // ErrNilDB.
 func New(db *sql.DB, opts ...Option) *Locker {
-	l := &Locker{db: db, opts: options{keepAlive: DefaultKeepAlive}, pids: map[int]int{}}
+	l := &Locker{db: db, pids: map[int]int{}, opts: options{
+		keepAlive: DefaultKeepAlive, handoffs: DefaultHandoffs, handoffWindow: DefaultHandoffWindow,
+	}}
 	for _, o := range opts {
 		if o != nil {
 			o(&l.opts)
@@ -52,26 +60,27 @@ func New(db *sql.DB, opts ...Option) *Locker {
 // context ends first the error wraps the context's error and nothing is left
 // held. The caller must Release the lease.
 func (l *Locker) Lock(ctx context.Context, key keyspace.Key) (*Lease, error) {
-	return l.acquire(ctx, []keyspace.Key{key}, false, false)
+	return l.lockQueued(ctx, key, false, false)
 }
 
 // TryLock takes key exclusively if no other session holds it, without
 // waiting. It returns an error wrapping ErrNotAcquired if another session
-// holds key (in either mode).
+// holds key (in either mode), also when that session is another lease of
+// this Locker (found in memory, without a round trip).
 func (l *Locker) TryLock(ctx context.Context, key keyspace.Key) (*Lease, error) {
-	return l.acquire(ctx, []keyspace.Key{key}, false, true)
+	return l.lockQueued(ctx, key, false, true)
 }
 
 // LockShared takes key in shared mode, waiting while an exclusive holder has
 // it; shared holders do not exclude each other. Otherwise as Lock.
 func (l *Locker) LockShared(ctx context.Context, key keyspace.Key) (*Lease, error) {
-	return l.acquire(ctx, []keyspace.Key{key}, true, false)
+	return l.lockQueued(ctx, key, true, false)
 }
 
 // TryLockShared takes key in shared mode if no session holds it
 // exclusively, without waiting; otherwise the error wraps ErrNotAcquired.
 func (l *Locker) TryLockShared(ctx context.Context, key keyspace.Key) (*Lease, error) {
-	return l.acquire(ctx, []keyspace.Key{key}, true, true)
+	return l.lockQueued(ctx, key, true, true)
 }
 
 // LockAll takes every key exclusively on one connection, in one round trip,
@@ -79,19 +88,120 @@ func (l *Locker) TryLockShared(ctx context.Context, key keyspace.Key) (*Lease, e
 // first, so callers that lock overlapping sets in any order cannot deadlock
 // each other. Waits and errors are as for Lock; on an error none of the keys
 // is left held. The lease's Key is the first key in sorted order.
+//
+// LockAll does not queue in the process's memory as Lock does: every call
+// waits on the server with a connection of its own, and its keys may be
+// granted to it there ahead of goroutines of the process queued by Lock.
 func (l *Locker) LockAll(ctx context.Context, keys ...keyspace.Key) (*Lease, error) {
 	if len(keys) == 0 {
 		return nil, ErrNoKeys
 	}
 	ks := slices.Clone(keys)
 	slices.SortFunc(ks, keyspace.Compare)
-	return l.acquire(ctx, slices.Compact(ks), false, false)
+	return l.acquire(ctx, slices.Compact(ks), false, false, l.opts.lockTimeout)
+}
+
+// lockQueued takes one key: first its place in the process's queue for the
+// key (at once for a try, or failing fast if another lease of this Locker
+// holds it incompatibly), then the server lock, unless the previous holder
+// handed its held lock over.
+func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try bool) (*Lease, error) {
+	if l == nil || l.db == nil {
+		return nil, ErrNilDB
+	}
+	keys := []keyspace.Key{key}
+	if err := ctx.Err(); err != nil {
+		return nil, l.fail(ctx, keys, err)
+	}
+	start := time.Now()
+	timeout := l.opts.lockTimeout
+	var t *keyqueue.Ticket[keyspace.Key]
+	if try || l.opts.hooks.Contended != nil {
+		var ok bool
+		if shared {
+			t, ok = l.q.TryLockShared(key)
+		} else {
+			t, ok = l.q.TryLock(key)
+		}
+		if !ok {
+			if h := l.opts.hooks.Contended; h != nil {
+				h(key, shared)
+			}
+			if try {
+				return nil, fmt.Errorf("advisory: lock %v: held by another lease of this process: %w", key, ErrNotAcquired)
+			}
+		}
+	}
+	if t == nil {
+		var err error
+		t, err = l.queue(ctx, key, shared)
+		if err != nil {
+			return nil, err
+		}
+		if timeout > 0 {
+			// The time spent in the queue counts against lock_timeout.
+			timeout -= time.Since(start)
+			if timeout < time.Millisecond {
+				timeout = time.Millisecond
+			}
+		}
+	}
+	if next, ok := t.Value().(*Lease); ok {
+		// The previous holder handed its server lock over.
+		next.ticket = t
+		next.grant = time.Now()
+		if err := ctx.Err(); err != nil {
+			// Ended just as the lock came: pass it on (or unlock it).
+			_ = next.Release(ctx)
+			return nil, l.fail(ctx, keys, err)
+		}
+		next.startKeepalive()
+		if h := l.opts.hooks.Acquired; h != nil {
+			h(key, false, next.grant.Sub(start))
+		}
+		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.pid),
+			slog.Duration("waited", next.grant.Sub(start)))
+		return next, nil
+	}
+	ls, err := l.acquire(ctx, keys, shared, try, timeout)
+	if err != nil {
+		t.Release()
+		return nil, err
+	}
+	ls.ticket = t
+	return ls, nil
+}
+
+// queue waits for key's place in the process's queue, bounded by ctx and by
+// WithLockTimeout.
+func (l *Locker) queue(ctx context.Context, key keyspace.Key, shared bool) (*keyqueue.Ticket[keyspace.Key], error) {
+	qctx := ctx
+	if d := l.opts.lockTimeout; d > 0 {
+		var cancel context.CancelFunc
+		qctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	var t *keyqueue.Ticket[keyspace.Key]
+	var err error
+	if shared {
+		t, err = l.q.LockShared(qctx, key)
+	} else {
+		t, err = l.q.Lock(qctx, key)
+	}
+	switch {
+	case err == nil:
+		return t, nil
+	case ctx.Err() == nil && qctx.Err() != nil:
+		return nil, fmt.Errorf("advisory: lock %v: waited %v behind other leases of this process: %w",
+			key, l.opts.lockTimeout, ErrLockTimeout)
+	}
+	return nil, l.fail(ctx, []keyspace.Key{key}, err)
 }
 
 // acquire takes keys (sorted, distinct, at least one) on a fresh pinned
 // connection. Whatever happens, the connection goes back to the pool only if
 // it certainly holds nothing.
-func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try bool) (*Lease, error) {
+func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try bool, timeout time.Duration) (*Lease, error) {
 	if l == nil || l.db == nil {
 		return nil, ErrNilDB
 	}
@@ -127,7 +237,7 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	}
 	if err == nil && held < len(keys) && !try {
 		var n int
-		n, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], l.opts.lockTimeout)
+		n, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], timeout)
 		held += n
 	}
 	if err == nil && held < len(keys) && try && held == 0 {

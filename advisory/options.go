@@ -23,6 +23,9 @@ type options struct {
 	logger      *slog.Logger
 	hooks       Hooks
 
+	handoffs      int           // consecutive handoffs allowed; 0: none
+	handoffWindow time.Duration // how long after the server grant a handoff is allowed
+
 	fencing    bool
 	fenceTable string // quoted identifier
 	fenceErr   error  // a bad table name, reported by every acquire
@@ -40,8 +43,34 @@ func WithKeepAlive(d time.Duration) Option {
 	}
 }
 
+// DefaultHandoffs and DefaultHandoffWindow are the handoff budget when
+// WithHandoff is not given.
+const (
+	DefaultHandoffs      = 8
+	DefaultHandoffWindow = 20 * time.Millisecond
+)
+
+// WithHandoff bounds how a held exclusive lock is handed on inside the
+// process. Goroutines of one process that Lock the same key queue in memory
+// (only the first goes to the server and pins a connection); when the holder
+// releases and the next in that queue wants the key exclusively, Release
+// passes the held server lock with its connection straight to it, saving the
+// unlock and lock round trips. Other processes waiting on the server for the
+// key get no turn during such a run, so a run ends with a real unlock after n
+// consecutive handoffs or once window has passed since the server granted the
+// lock, whichever comes first. n <= 0 turns handoffs off (every Release
+// unlocks on the server). Fencing (WithFencing) never hands off: each
+// acquisition must take its own token.
+func WithHandoff(n int, window time.Duration) Option {
+	return func(o *options) {
+		o.handoffs = max(n, 0)
+		o.handoffWindow = max(window, 0)
+	}
+}
+
 // WithLockTimeout bounds every wait of Lock, LockShared, LockAll and Do on
-// the server (lock_timeout, for that statement only); a wait that runs out
+// the server (lock_timeout, for that statement only) and in the process's own
+// queue for the key (together at most d); a wait that runs out
 // returns an error that wraps ErrLockTimeout. Zero, the default, leaves waits
 // bounded by the context only. The server counts in milliseconds; a positive
 // d below 1 ms counts as 1 ms.
