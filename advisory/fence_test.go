@@ -1,7 +1,10 @@
 package advisory_test
 
 import (
+	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -10,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/faultproxy"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
@@ -87,7 +91,7 @@ func TestFencing(t *testing.T) {
 // counts on its own.
 func TestFencingMonotonic(t *testing.T) {
 	const conns = 8
-	per := 250 // PGADVISORY_FENCE_ACQUISITIONS=1000 for the long run
+	per := 1000 // the issue's count; PGADVISORY_FENCE_ACQUISITIONS overrides it
 	if n, err := strconv.Atoi(os.Getenv("PGADVISORY_FENCE_ACQUISITIONS")); err == nil && n > 0 {
 		per = n
 	} else if testing.Short() {
@@ -143,4 +147,143 @@ func TestFencingMonotonic(t *testing.T) {
 			t.Fatal("unsorted")
 		}
 	})
+}
+
+// TestStaleWriterFaults: the issue's stale-writer acceptance, 500 trials per
+// driver (PGADVISORY_STALE_TRIALS overrides; -short runs 48), run by 8
+// workers at once on keys of their own. In each trial holder A acquires and
+// is cut off between deciding and writing, without noticing: its backend is
+// terminated, and in every fourth trial its network path is blackholed by a
+// proxy first (a partition while the server drops the session), healed only
+// after B has written. B acquires and writes, through Lease.Tx and to a
+// store outside the database that rejects tokens lower than the highest it
+// has seen. Then A writes both ways: Lease.Tx must fail with ErrLockLost and
+// the store must reject A's token.
+func TestStaleWriterFaults(t *testing.T) {
+	const workers = 8
+	trials := 500
+	if n, err := strconv.Atoi(os.Getenv("PGADVISORY_STALE_TRIALS")); err == nil && n > 0 {
+		trials = n
+	} else if testing.Short() {
+		trials = 48
+	}
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		ctx := timeout(t, 5*time.Minute)
+		if _, err := e.admin.ExecContext(ctx, `CREATE TABLE stale_writes (holder text, worker int, trial int)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		srv := itest.Shared(t)
+		lb := advisory.New(e.db, advisory.WithFencing(""))
+		var mu sync.Mutex
+		var terminated, blackholed, rejected, acceptedTx, acceptedStore int
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := range workers {
+			// A reaches the server through a proxy of its own.
+			p, err := faultproxy.New(srv.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			pa := itest.OpenDSN(t, driver, srv.DSNAt(p.Addr(), e.dbname))
+			t.Cleanup(func() { _ = p.Close() })
+			la := advisory.New(pa, advisory.WithKeepAlive(time.Hour), advisory.WithFencing(""))
+			key := testKey(t)
+			store := &fencedStore{}
+			n := trials / workers
+			if w < trials%workers {
+				n++
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range n {
+					hole := i%4 == 3
+					if err := staleTrial(ctx, e, la, lb, p, key, store, w, i, hole); err != nil {
+						mu.Lock()
+						if errors.Is(err, errStaleTx) {
+							acceptedTx++
+						} else if errors.Is(err, errStaleStore) {
+							acceptedStore++
+						}
+						mu.Unlock()
+						t.Errorf("worker %d trial %d (blackhole %v): %v", w, i, hole, err)
+						return
+					}
+					mu.Lock()
+					terminated++
+					if hole {
+						blackholed++
+					}
+					rejected++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		var stale, good int
+		if err := e.admin.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE holder = 'a'), count(*) FILTER (WHERE holder = 'b') FROM stale_writes`).Scan(&stale, &good); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%d trials by %d workers in %v; faults: %d holders cut off (%d backends terminated, %d of them behind a blackholed network path); stale writes accepted: %d through Lease.Tx (table count %d), %d by the outside store; %d stale tokens rejected by the outside store; %d writes by the new holders",
+			trials, workers, time.Since(start).Round(time.Millisecond), terminated, terminated, blackholed, acceptedTx, stale, acceptedStore, rejected, good)
+		if stale != 0 || acceptedTx != 0 || acceptedStore != 0 || good != trials || rejected != trials {
+			t.Fatalf("stale %d/%d/%d, good %d, rejected %d of %d trials", stale, acceptedTx, acceptedStore, good, rejected, trials)
+		}
+	})
+}
+
+var (
+	errStaleTx    = errors.New("stale write accepted through Lease.Tx")
+	errStaleStore = errors.New("stale token accepted by the outside store")
+)
+
+// staleTrial runs one trial of TestStaleWriterFaults.
+func staleTrial(ctx context.Context, e *env, la, lb *advisory.Locker, p *faultproxy.Proxy, key keyspace.Key, store *fencedStore, w, i int, hole bool) error {
+	insert := func(holder string) func(tx *sql.Tx) error {
+		return func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO stale_writes VALUES ($1, $2, $3)`, holder, w, i)
+			return err
+		}
+	}
+	a, err := la.Lock(ctx, key)
+	if err != nil {
+		return fmt.Errorf("A's Lock: %w", err)
+	}
+	// A has decided to write; now it is cut off.
+	if hole {
+		p.Blackhole()
+	}
+	var ok bool
+	if err := e.admin.QueryRowContext(ctx, `SELECT pg_terminate_backend($1)`, a.PID()).Scan(&ok); err != nil || !ok {
+		return fmt.Errorf("pg_terminate_backend(%d): %v %w", a.PID(), ok, err)
+	}
+	b, err := lb.Lock(ctx, key)
+	if err != nil {
+		return fmt.Errorf("B's Lock: %w", err)
+	}
+	defer b.Release(ctx)
+	if !store.write(b.Token()) {
+		return fmt.Errorf("the store refused the new holder's token %d", b.Token())
+	}
+	if err := b.Tx(ctx, insert("b")); err != nil {
+		return fmt.Errorf("B's write: %w", err)
+	}
+	if hole {
+		p.Forward() // the partition heals: A wakes up
+	}
+	err = a.Tx(ctx, insert("a"))
+	if !errors.Is(err, advisory.ErrLockLost) {
+		return fmt.Errorf("%w: %v", errStaleTx, err)
+	}
+	if store.write(a.Token()) {
+		return fmt.Errorf("%w: token %d after %d", errStaleStore, a.Token(), b.Token())
+	}
+	if err := a.Release(ctx); !errors.Is(err, advisory.ErrLockLost) {
+		return fmt.Errorf("Release of the cut-off lease = %v", err)
+	}
+	return b.Release(ctx)
 }
