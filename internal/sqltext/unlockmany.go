@@ -1,9 +1,6 @@
 package sqltext
 
 import (
-	"strconv"
-	"strings"
-
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -20,27 +17,7 @@ import (
 // 10,000 keys as parameters, minutes instead of milliseconds).
 func UnlockMany(s Style, shared bool, keys []keyspace.Key) (string, []any) {
 	b := &builder{style: s}
-	var vals, pairs strings.Builder
-	vals.WriteByte('{')
-	pairs.WriteByte('{')
-	for i, k := range keys {
-		if i > 0 {
-			vals.WriteByte(',')
-			pairs.WriteByte(',')
-		}
-		if x, y, ok := k.Pair(); ok {
-			vals.WriteString(strconv.FormatInt(int64(x)<<32|int64(uint32(y)), 10))
-			pairs.WriteByte('t')
-		} else {
-			n, _ := k.Int64()
-			vals.WriteString(strconv.FormatInt(n, 10))
-			pairs.WriteByte('f')
-		}
-	}
-	vals.WriteByte('}')
-	pairs.WriteByte('}')
-	v := b.text(vals.String()) + "::int8[]"
-	p := b.text(pairs.String()) + "::bool[]"
+	v, p := b.keyArrays(keys)
 	name := "pg_advisory_unlock"
 	if shared {
 		name += "_shared"
