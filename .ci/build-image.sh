@@ -44,36 +44,34 @@ for d in bin sbin lib lib64; do
 	fi
 done
 
-# copy PATH: put PATH's content at its real directory, under its own name.
-copy() {
-	local dir
-	dir=$(readlink -f "$(dirname "$1")")
-	mkdir -p "$root$dir"
-	cp -L "$1" "$root$dir/$(basename "$1")"
-}
-
-# The server: binaries, extension libraries (without the LLVM JIT, which
-# would pull in LLVM for nothing: PostgreSQL runs without JIT when the
-# provider is absent), and the share directory.
-mkdir -p "$root$pglib" "$root$pgshare"
-cp -a "$pglib/bin" "$root$pglib/"
-mkdir -p "$root$pglib/lib"
-find "$pglib/lib" -maxdepth 1 -type f -name '*.so' ! -name 'llvmjit*' -exec cp -a {} "$root$pglib/lib/" \;
+# The server: the programs the entrypoint and a debugging session use, the
+# extension libraries (without the LLVM JIT, which would pull in LLVM for
+# nothing: PostgreSQL runs without JIT when the provider is absent), and the
+# share directory.
+mkdir -p "$root$pglib/bin" "$root$pglib/lib" "$root$pgshare"
+bins=(postgres initdb pg_ctl psql)
+for b in "${bins[@]}"; do cp -a "$pglib/bin/$b" "$root$pglib/bin/"; done
+find "$pglib/lib" -maxdepth 1 -type f -name '*.so' ! -name 'llvmjit*' -exec cp -a -t "$root$pglib/lib/" {} +
 cp -a "$pgshare/." "$root$pgshare/"
 [ -d /usr/share/postgresql-common ] && mkdir -p "$root/usr/share" && cp -a /usr/share/postgresql-common "$root/usr/share/"
 # The server reads time zones from the system's tzdata.
 [ -d /usr/share/zoneinfo ] && mkdir -p "$root/usr/share" && cp -a /usr/share/zoneinfo "$root/usr/share/"
 
-# The shell and the few tools the entrypoint uses, then the shared-library
-# closure of everything executable in the image.
-tools=(/bin/sh /bin/rm /bin/mkdir /bin/chmod)
-for t in "${tools[@]}"; do copy "$t"; done
-objects=("${tools[@]}" "$pglib"/bin/* "$root$pglib"/lib/*.so)
-ldd "${objects[@]}" 2>/dev/null |
-	awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }' |
-	sort -u |
-	while read -r lib; do copy "$lib"; done
-[ -f /etc/ld.so.cache ] && copy /etc/ld.so.cache
+# The shell and the few tools the entrypoint uses, and the shared-library
+# closure of everything executable in the image, copied in one pass: tar
+# dereferences each path (-h) and writes it under its own name, through the
+# image's /lib -> usr/lib links.
+tools=(/bin/sh /bin/rm /bin/mkdir /bin/chmod /bin/cat)
+objects=("${tools[@]}")
+for b in "${bins[@]}"; do objects+=("$pglib/bin/$b"); done
+objects+=("$root$pglib"/lib/*.so)
+{
+	printf '%s\n' "${tools[@]}"
+	{ printf '%s\0' "${objects[@]}" | xargs -0 -n 16 -P 4 ldd 2>/dev/null || true; } |
+		awk '/=> \// { print $3 } /^\t\/[^ ]+ \(/ { print $1 }'
+	[ -f /etc/ld.so.cache ] && echo /etc/ld.so.cache
+} | sort -u | sed 's|^/||' >"$ctx/files"
+tar -C / -chf - -T "$ctx/files" | tar -C "$root" --keep-directory-symlink -xf -
 
 # Users, name service, writable places.
 mkdir -p "$root/etc" "$root/tmp" "$root/var/lib/postgresql/data" "$root/var/run/postgresql"
