@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/keyqueue"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -56,15 +56,7 @@ func Singleton(locker *advisory.Locker, key keyspace.Key, job func(ctx context.C
 // A Keyed is safe for concurrent use.
 type Keyed struct {
 	locker *advisory.Locker
-
-	mu    sync.Mutex
-	turns map[keyspace.Key]*turn
-}
-
-// turn serialises the callers of one key inside the process.
-type turn struct {
-	sem  chan struct{}
-	refs int
+	queue  keyqueue.Queue[keyspace.Key] // the callers of one key inside the process, in order
 }
 
 // NewKeyed returns a Keyed over locker. It panics if locker is nil.
@@ -72,7 +64,7 @@ func NewKeyed(locker *advisory.Locker) *Keyed {
 	if locker == nil {
 		panic("middleware: NewKeyed with a nil *advisory.Locker")
 	}
-	return &Keyed{locker: locker, turns: map[keyspace.Key]*turn{}}
+	return &Keyed{locker: locker}
 }
 
 // Handle waits until no other caller, in this process or another, runs a
@@ -89,39 +81,19 @@ func (k *Keyed) Handle(ctx context.Context, key keyspace.Key, fn func(ctx contex
 	if fn == nil {
 		return errors.New("middleware: Keyed.Handle with a nil function")
 	}
-	t := k.enter(key)
-	defer k.leave(key, t)
-	select {
-	case t.sem <- struct{}{}:
-	case <-ctx.Done():
+	if k == nil || k.locker == nil {
+		return errors.New("middleware: Keyed.Handle on a Keyed without a Locker (make it with NewKeyed)")
+	}
+	turn, err := k.queue.Lock(ctx, key)
+	if err != nil {
 		return fmt.Errorf("middleware: handle %v: %w", key, context.Cause(ctx))
 	}
-	defer func() { <-t.sem }()
+	defer turn.Release()
 	lease, err := k.locker.Lock(ctx, key)
 	if err != nil {
 		return err
 	}
 	return runHeld(ctx, lease, fn)
-}
-
-func (k *Keyed) enter(key keyspace.Key) *turn {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	t := k.turns[key]
-	if t == nil {
-		t = &turn{sem: make(chan struct{}, 1)}
-		k.turns[key] = t
-	}
-	t.refs++
-	return t
-}
-
-func (k *Keyed) leave(key keyspace.Key, t *turn) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if t.refs--; t.refs == 0 {
-		delete(k.turns, key)
-	}
 }
 
 // runHeld runs fn while lease is held, with a context cancelled on loss, and

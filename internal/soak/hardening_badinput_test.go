@@ -520,9 +520,6 @@ func TestBadInputMiddleware(t *testing.T) {
 
 	// The zero Keyed is not documented as usable; it must not panic either.
 	t.Run("zero Keyed", func(t *testing.T) {
-		// Known bug, reported: the zero Keyed writes to a nil map. Remove this
-		// skip once middleware makes the zero value fail cleanly or work.
-		t.Skip("known bug: (&middleware.Keyed{}).Handle panics with assignment to entry in nil map")
 		defer func() {
 			if p := recover(); p != nil {
 				t.Errorf("(&middleware.Keyed{}).Handle panics: %v (NewKeyed is documented, but a zero value should fail with an error, or be usable)", p)
@@ -530,6 +527,9 @@ func TestBadInputMiddleware(t *testing.T) {
 		}()
 		var k middleware.Keyed
 		err := k.Handle(context.Background(), badKey, noop)
+		if err == nil || !strings.HasPrefix(err.Error(), "middleware: ") {
+			t.Errorf("zero Keyed: got %v, want an error with the middleware prefix", err)
+		}
 		t.Logf("zero Keyed: %v", err)
 	})
 }
