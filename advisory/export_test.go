@@ -1,0 +1,11 @@
+package advisory
+
+// QueueLen returns how many keys l's in-process queue has bookkeeping for.
+func QueueLen(l *Locker) int { return l.q.Len() }
+
+// LivePIDs returns how many backends l counts live leases on.
+func LivePIDs(l *Locker) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pids)
+}
