@@ -8,6 +8,7 @@
 //	pglock run  [--try | --wait D] [--shared] [--keepalive D] [--grace D] NAME -- CMD [ARGS...]
 //	pglock ls   [--json] [--all]
 //	pglock demo [--workers N] [--increments N] [--pause D]
+//	pglock fence init [--table T] [--print] | fence show [--table T] NAME
 //
 // Every command answers --help. An unknown command or flag prints the usage
 // and exits with status 2.
@@ -111,6 +112,15 @@
 // which address, user and database it tried. --driver selects the
 // database/sql driver: pgx (default) or postgres (lib/pq).
 //
-// Exit statuses of key, ls and demo: 0 success, 1 failure (a message on
-// standard error), 2 bad command line.
+// # pglock fence
+//
+// "pglock fence init" creates the fencing counter table that
+// advisory.WithFencing and txlock.LockToken take their tokens from
+// (pgadvisory_fence, or --table T, optionally schema.table) if it does not
+// exist; with --print it prints the CREATE TABLE statement instead, for a
+// migration, and needs no server. "pglock fence show" prints a key (named as
+// with "pglock key") and the latest token handed out for it, 0 if none.
+//
+// Exit statuses of key, ls, demo and fence: 0 success, 1 failure (a message
+// on standard error), 2 bad command line.
 package main

@@ -39,6 +39,8 @@ Usage:
                                             run CMD only while holding the lock (flock for PostgreSQL)
   pglock ls   [--json] [--all]              who holds and who waits for advisory locks
   pglock demo                               lost updates without locks, none with them
+  pglock fence init [--table T] [--print]   create (or print) the fencing token table
+  pglock fence show [--table T] NAME        the latest fencing token of a key
 
 Run "pglock COMMAND --help" for a command's flags.
 Connection settings follow libpq: --dsn, else DATABASE_URL, else PGHOST, PGPORT,
@@ -133,6 +135,9 @@ func main() {
 
 // mainExit runs one command line and returns the exit status.
 func mainExit(args []string, env func(string) string, io stdio) int {
+	if len(args) > 0 && args[0] == "fence" {
+		return runFence(context.Background(), args[1:], env, io)
+	}
 	c, err := parseArgs(args, env)
 	if err != nil {
 		var ue *usageError
