@@ -274,7 +274,7 @@ func (ls *Lease) releaseTicket() {
 func (ls *Lease) handoff() bool {
 	o := &ls.l.opts
 	if ls.ticket == nil || ls.shared || o.fencing || ls.passes >= o.handoffs ||
-		time.Since(ls.serverGrant) >= o.handoffWindow {
+		time.Since(ls.serverGrant) >= o.handoffWindow || ls.l.q.Waiting(ls.keys[0]) == 0 {
 		return false
 	}
 	next := &Lease{
