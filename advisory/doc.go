@@ -31,12 +31,39 @@
 // statement fails, times out, or answers from another backend than the one
 // that took the lock (a pooler in transaction mode: ErrPooler), the lease is
 // lost: Lost() is closed, Err() reports ErrLockLost with the cause, the
-// context of Do is cancelled with that cause, the Hooks.Lost hook runs, and
-// the connection is discarded. The loss is signalled within the keepalive
+// functions registered with Lease.AfterLost start, the context of Do is
+// cancelled with that cause, the Hooks.Lost hook runs, and the connection is
+// discarded. The keepalive is a timer per lease, not a goroutine: a held
+// lease costs no goroutine between pings. The loss is signalled within the keepalive
 // interval plus about one second of the event; another client may get the lock
 // as soon as the server ends the session, so protect writes to this database
 // with a transaction on the holding connection and writes elsewhere with your
 // own fencing.
+//
+// # Many goroutines, one key
+//
+// The goroutines of one process that Lock or LockShared the same key through
+// one Locker first queue in memory, first come first served (shared
+// requests together, never ahead of an earlier exclusive one): only the head
+// of that queue goes to the server, so a hot key pins one connection for the
+// holder and at most one more for the next waiter instead of one per waiting
+// goroutine, and waiting costs no goroutine and no connection. The wait in
+// the queue ends with the context, and counts against WithLockTimeout. A
+// TryLock or TryLockShared that finds another lease of the same Locker
+// holding the key incompatibly fails at once, without a round trip. LockAll
+// does not queue in memory: it waits on the server like a separate process.
+// Two Lockers over the same or different pools queue separately and meet
+// only on the server.
+//
+// When an exclusive holder releases while another goroutine of the process
+// is queued for the key in exclusive mode, Release hands the server lock,
+// with its connection, straight to it: no unlock and no lock round trip,
+// and the key is never free in between. Processes waiting on the server
+// get no turn during such a run, so it is bounded (WithHandoff, default 8
+// handoffs or 20 ms after the server's grant, whichever comes first; then a
+// real unlock lets the server choose the next holder). Fenced Lockers never
+// hand off, since every holder needs a token of its own. The receiving lease
+// is new (its own Lost, Err and keepalive); the one released is done.
 //
 // # Fencing
 //

@@ -96,7 +96,7 @@ func WithHooks(h Hooks) Option {
 }
 
 // Hooks are optional callbacks for metrics. They run synchronously on the
-// goroutine that caused the event (Lost on the keepalive goroutine) and must
+// goroutine that caused the event (Lost on the keepalive timer's) and must
 // not block. For a lease of several keys, key is the first key in sorted
 // order.
 type Hooks struct {
@@ -104,8 +104,9 @@ type Hooks struct {
 	// call to the grant, connection checkout included.
 	Acquired func(key keyspace.Key, shared bool, waited time.Duration)
 	// Contended runs when a try is refused, or when a Lock or LockAll found
-	// the key held and had to wait (setting this hook makes them try first:
-	// see the package documentation).
+	// the key held and had to wait, in the process's queue or on the server
+	// (setting this hook makes them try first: see the package
+	// documentation).
 	Contended func(key keyspace.Key, shared bool)
 	// Released runs when a held lease is released; held is the time since
 	// the grant.
