@@ -47,6 +47,10 @@ func TestStatementsGolden(t *testing.T) {
 				add(fmt.Sprintf("%s XactLockAll %+v %v", st.name, m, timeout), q, a)
 			}
 		}
+		for _, k := range keys {
+			q, a := sqltext.FenceNext(st.style, k, `"pgadvisory_fence"`)
+			add(fmt.Sprintf("%s FenceNext %v", st.name, k), q, a)
+		}
 		for _, shared := range []bool{false, true} {
 			for _, k := range keys {
 				q, a := sqltext.Unlock(st.style, shared, k)
