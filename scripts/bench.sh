@@ -96,10 +96,12 @@ benchstat=$(command -v benchstat || true)
 if [ -z "$benchstat" ] && [ -x "$(go env GOPATH)/bin/benchstat" ]; then
 	benchstat="$(go env GOPATH)/bin/benchstat"
 fi
+# benchstat reads result lines only (failure logs can be very long lines).
+grep -E '^(goos|goarch|pkg|cpu|Benchmark[^ ]+-[0-9]+[[:space:]]+[0-9]+)' "$raw" >"$out/bench.results.txt"
 if [ -n "$benchstat" ]; then
-	"$benchstat" -col /form "$raw" >"$out/benchstat.txt" 2>&1
+	"$benchstat" -col /form "$out/bench.results.txt" >"$out/benchstat.txt" 2>&1
 else
-	go run golang.org/x/perf/cmd/benchstat@latest -col /form "$raw" >"$out/benchstat.txt" 2>&1
+	go run golang.org/x/perf/cmd/benchstat@latest -col /form "$out/bench.results.txt" >"$out/benchstat.txt" 2>&1
 fi
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//')
@@ -142,13 +144,14 @@ EOF
   the SQL text. lib/pq spends an extra round trip preparing every statement
   with a parameter; pgx caches prepared statements by text, so inline text
   thrashes its cache.
-- **HotKey**: 64 goroutines of one process on one key. `raw`: each waits on
-  its own connection. `library`: `advisory.Locker` as it is. `library-queued`:
-  the `internal/keyqueue` prototype (waiters queue in memory, the pool has 2
-  connections). `library-handoff8`: the same, and the holder hands its held
-  lease to the next waiter of the process up to 8 times before unlocking on
-  the server. The queue is not wired into `advisory` yet: these two forms are
-  a prototype in the benchmark package (`queued_test.go`).
+- **HotKey**: 64 goroutines of one process on one key, pools of 64
+  connections. `raw`: each goroutine waits on its own connection.
+  `library`: `advisory.Locker` as it is: goroutines of the process queue per
+  key in memory (`internal/keyqueue`), only the head goes to the server, and
+  a releasing holder hands the held lock to the next local waiter within the
+  default handoff budget (`WithHandoff`). `library-nohandoff`: the queue
+  only (`WithHandoff(0, 0)`). `conns` is the peak of connections in use,
+  sampled from `db.Stats()`; `waiting-conns` is that minus the holder's.
 - **ManyLocks**: 10,000 session locks held at once. `library` is one
   `LockAll` lease; `library-4conns` four leases of 2,500 keys in parallel;
   `proposal-unlockmany` is the library's own statements (`sqltext.LockAll`,

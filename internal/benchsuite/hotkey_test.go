@@ -6,6 +6,7 @@ import (
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
@@ -19,121 +20,120 @@ var errOverlap = errors.New("benchsuite: two holders of the hot key at once")
 
 // BenchmarkHotKey: 64 goroutines of one process lock and unlock ONE key as
 // fast as they can (an empty critical section). ns/op is per lock+unlock.
+// Every form has a pool of 64 connections.
 //
 //   - form=raw: each goroutine waits on its own pinned connection with
 //     pg_advisory_lock, in the driver's fastest style.
-//   - form=library: advisory.Locker as it is: each waiting goroutine holds a
-//     pooled connection.
-//   - form=library-queued: the keyqueue prototype (queued_test.go): waiters
-//     queue in memory, the pool is limited to 2 connections.
-//   - form=library-handoff8: the same, and a holder hands its lease straight
-//     to the next waiter of the process, up to 8 times in a row.
+//   - form=library: advisory.Locker as it is (its per-process queue, and
+//     handoffs of the held lock to the next local waiter with the default
+//     budget).
+//   - form=library-nohandoff: the same with WithHandoff(0, 0): the queue
+//     only, every Release unlocks on the server.
 //
-// Metrics: conns is the peak number of connections in use at once;
-// waiting-conns the peak number of goroutines waiting on the server with a
-// connection of their own.
+// Metrics: conns is the peak number of connections in use at once (sampled
+// from db.Stats every 100 µs); waiting-conns is conns minus the holder's.
 func BenchmarkHotKey(b *testing.B) {
 	eachDriver(b, func(b *testing.B, db *sql.DB) {
-		style := sqltext.StyleOf(db.Driver())
 		raw := rawStyles[0]
-		if style == sqltext.Inline {
+		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
 			raw = rawStyles[1]
 		}
-		l := advisory.New(db)
 		forms := []struct {
-			name    string
-			pool    int
-			queued  bool
-			handoff int
+			name string
+			l    *advisory.Locker
 		}{
-			{"raw", hotGoroutines, false, 0},
-			{"library", hotGoroutines, false, 0},
-			{"library-queued", 2, true, 0},
-			{"library-handoff8", 2, true, 8},
+			{"raw", nil},
+			{"library", advisory.New(db)},
+			{"library-nohandoff", advisory.New(db, advisory.WithHandoff(0, 0))},
 		}
 		for _, f := range forms {
 			b.Run("form="+f.name, func(b *testing.B) {
-				setPool(b, db, f.pool)
+				setPool(b, db, hotGoroutines)
 				ctx := context.Background()
 				var (
-					inUse, waiting maxGauge
-					inCS           atomic.Int32
-					fail           atomic.Value
+					inCS atomic.Int32
+					fail atomic.Value
 				)
 				hotN := newRNG().next()
 				hot := keyspace.Int64(hotN)
-				ql := &queuedLocker{l: l, handoffs: f.handoff, conns: &inUse, waiting: &waiting}
-				critical := func() bool {
-					ok := inCS.Add(1) == 1
-					inCS.Add(-1)
-					if !ok {
+				critical := func() {
+					if inCS.Add(1) != 1 {
 						fail.Store(errOverlap)
 					}
-					return ok
+					inCS.Add(-1)
 				}
+				peak, stop := sampleInUse(db)
 				b.ReportAllocs()
 				b.SetParallelism(parallelism(hotGoroutines))
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					var c *sql.Conn
-					if f.name == "raw" {
+					if f.l == nil {
 						var err error
 						if c, err = db.Conn(ctx); err != nil {
 							fail.Store(err)
 							return
 						}
-						inUse.inc()
-						defer func() { c.Close(); inUse.dec() }()
+						defer c.Close()
 					}
 					for pb.Next() {
-						switch {
-						case f.name == "raw":
-							waiting.inc()
+						if f.l == nil {
 							err := raw.lock(ctx, c, "pg_advisory_lock", hotN)
-							waiting.dec()
-							if err == nil && critical() {
+							if err == nil {
+								critical()
 								err = raw.unlock(ctx, c, hotN)
 							}
 							if err != nil {
 								fail.Store(err)
 								return
 							}
-						case f.queued:
-							x, err := ql.Lock(ctx, hot)
-							if err != nil {
-								fail.Store(err)
-								return
-							}
-							critical()
-							if err := x.Release(ctx); err != nil {
-								fail.Store(err)
-								return
-							}
-						default:
-							waiting.inc()
-							inUse.inc()
-							lease, err := l.Lock(ctx, hot)
-							waiting.dec()
-							if err != nil {
-								fail.Store(err)
-								return
-							}
-							critical()
-							err = lease.Release(ctx)
-							inUse.dec()
-							if err != nil {
-								fail.Store(err)
-								return
-							}
+							continue
+						}
+						lease, err := f.l.Lock(ctx, hot)
+						if err != nil {
+							fail.Store(err)
+							return
+						}
+						critical()
+						if err := lease.Release(ctx); err != nil {
+							fail.Store(err)
+							return
 						}
 					}
 				})
+				b.StopTimer()
+				stop()
 				if err, _ := fail.Load().(error); err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(float64(inUse.peak.Load()), "conns")
-				b.ReportMetric(float64(waiting.peak.Load()), "waiting-conns")
+				conns := peak.Load()
+				b.ReportMetric(float64(conns), "conns")
+				b.ReportMetric(float64(max(conns-1, 0)), "waiting-conns")
 			})
 		}
 	})
+}
+
+// sampleInUse polls db.Stats().InUse every 100 µs and keeps the peak until
+// stop is called.
+func sampleInUse(db *sql.DB) (*atomic.Int64, func()) {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Microsecond)
+		defer t.Stop()
+		for {
+			if n := int64(db.Stats().InUse); n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return &peak, func() { close(done); <-finished }
 }

@@ -78,27 +78,3 @@ func (r rng) key() (keyspace.Key, int64) {
 	n := r.next()
 	return keyspace.Int64(n), n
 }
-
-// maxGauge records the peak of a count that goes up and down.
-type maxGauge struct{ cur, peak atomic.Int64 }
-
-// inc counts one more; a nil gauge counts nothing.
-func (g *maxGauge) inc() {
-	if g == nil {
-		return
-	}
-	n := g.cur.Add(1)
-	for {
-		p := g.peak.Load()
-		if n <= p || g.peak.CompareAndSwap(p, n) {
-			return
-		}
-	}
-}
-
-// dec counts one less.
-func (g *maxGauge) dec() {
-	if g != nil {
-		g.cur.Add(-1)
-	}
-}

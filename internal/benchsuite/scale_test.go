@@ -72,7 +72,7 @@ func BenchmarkManyLocks(b *testing.B) {
 					}
 					cancel()
 					if err != nil {
-						b.Fatal(err)
+						b.Fatal(short(err))
 					}
 				}
 				b.ReportMetric(1, "conns")
@@ -94,7 +94,7 @@ func BenchmarkManyLocks(b *testing.B) {
 					err := g.Wait()
 					cancel()
 					if err != nil {
-						b.Fatal(err)
+						b.Fatal(short(err))
 					}
 				}
 				b.ReportMetric(4, "conns")
@@ -187,4 +187,13 @@ func rawArray(ctx context.Context, c *sql.Conn, fn, arr string, want int) error 
 		return fmt.Errorf("benchsuite: %s ran on %d of %d keys", fn, n, want)
 	}
 	return nil
+}
+
+// short cuts an error message that lists thousands of keys down to a line.
+func short(err error) string {
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:150] + " ... " + s[len(s)-150:]
+	}
+	return s
 }

@@ -185,7 +185,7 @@ func report(w io.Writer, r *results) {
 	// Hot key.
 	for _, d := range drivers {
 		pre := fmt.Sprintf("BenchmarkHotKey/driver=%s/form=", d)
-		for _, f := range []string{"library", "library-queued", "library-handoff8"} {
+		for _, f := range []string{"library", "library-nohandoff"} {
 			ratio, ok := r.ratio(pre+f, pre+"raw")
 			if !ok {
 				p("| hot key ≥ 2× raw, ≤ 2 conns waiting | %s | %s | – | – | – | ≥ 2 | not measured |\n", d, f)
