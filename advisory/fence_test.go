@@ -87,8 +87,9 @@ func TestFencing(t *testing.T) {
 }
 
 // TestFencingMonotonic: 8 connections take one key over and over; the tokens,
-// in the order the holders got the lock, strictly increase. A second key
-// counts on its own.
+// in the order the holders got the lock, strictly increase (8 x 1,000 by
+// default, the count, spread over four keys so that their commits
+// share WAL flushes); each key counts on its own from 1.
 func TestFencingMonotonic(t *testing.T) {
 	const conns = 8
 	per := 1000 // the count; PGADVISORY_FENCE_ACQUISITIONS overrides it
@@ -105,7 +106,7 @@ func TestFencingMonotonic(t *testing.T) {
 			t.Fatal(err)
 		}
 		l := advisory.New(e.db, advisory.WithFencing(""))
-		keys := []keyspace.Key{testKey(t), keyspace.Pair(1, 2)}
+		keys := []keyspace.Key{testKey(t), keyspace.Pair(1, 2), testKey(t), keyspace.Pair(3, 4)}
 		seqs := make([][]int64, len(keys)) // appended while holding the key
 		start := time.Now()
 		var wg sync.WaitGroup
@@ -141,8 +142,12 @@ func TestFencingMonotonic(t *testing.T) {
 				t.Fatalf("key %v: tokens from %d to %d for %d acquisitions", keys[k], seq[0], seq[len(seq)-1], len(seq))
 			}
 		}
-		t.Logf("%d acquisitions from %d connections in %v: tokens strictly increasing per key (%d and %d)",
-			total, conns, time.Since(start).Round(time.Millisecond), len(seqs[0]), len(seqs[1]))
+		counts := make([]int, len(seqs))
+		for k, seq := range seqs {
+			counts[k] = len(seq)
+		}
+		t.Logf("%d acquisitions from %d connections in %v: tokens strictly increasing per key, each key from 1 (acquisitions per key %v)",
+			total, conns, time.Since(start).Round(time.Millisecond), counts)
 		if !slices.IsSorted(seqs[0]) {
 			t.Fatal("unsorted")
 		}
