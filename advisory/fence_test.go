@@ -86,7 +86,7 @@ func TestFencing(t *testing.T) {
 	})
 }
 
-// TestFencingMonotonic: 8 connections take one key over and over; the tokens,
+// TestFencingMonotonic: 8 connections take four keys over and over; the tokens,
 // in the order the holders got the lock, strictly increase (8 x 1,000 by
 // default, the count, spread over four keys so that their commits
 // share WAL flushes); each key counts on its own from 1.
