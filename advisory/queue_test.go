@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -461,6 +462,53 @@ func TestAfterLost(t *testing.T) {
 		}
 		if calls.Load() != 0 {
 			t.Error("AfterLost ran after a plain release")
+		}
+		checkIdle(t, l)
+	})
+}
+
+// TestLeaseFootprint holds 20 leases and checks that they cost no goroutine
+// (the keepalive is a timer).
+func TestLeaseFootprint(t *testing.T) {
+	const n = 20
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		e.db.SetMaxOpenConns(n)
+		e.db.SetMaxIdleConns(n)
+		ctx := timeout(t, 60*time.Second)
+		l := advisory.New(e.db)
+		// Open the connections first so that only the leases are counted.
+		warm := make([]*advisory.Lease, n)
+		for i := range warm {
+			ls, err := l.Lock(ctx, testKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			warm[i] = ls
+		}
+		for _, ls := range warm {
+			if err := ls.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g0 := runtime.NumGoroutine()
+		leases := make([]*advisory.Lease, n)
+		for i := range leases {
+			ls, err := l.Lock(ctx, testKey(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			leases[i] = ls
+		}
+		g1 := runtime.NumGoroutine()
+		t.Logf("per held lease: %.2f goroutines", float64(g1-g0)/n)
+		if g1-g0 >= n/2 {
+			t.Errorf("%d goroutines more while %d leases are held", g1-g0, n)
+		}
+		for _, ls := range leases {
+			if err := ls.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 		checkIdle(t, l)
 	})

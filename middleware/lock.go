@@ -99,8 +99,8 @@ func (h *lockHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	ctx, cancel := context.WithCancelCause(context.WithValue(r.Context(), leaseKey{}, lease))
-	go h.watch(ctx, cancel, lease, r, key)
-	defer h.release(ctx, cancel, lease, r, key)
+	stop := lease.AfterLost(func(err error) { h.lost(ctx, cancel, err, r, key) })
+	defer h.release(ctx, cancel, stop, lease, r, key)
 	h.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -142,28 +142,25 @@ func (h *lockHandler) acquire(ctx context.Context, key keyspace.Key, shared bool
 	return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// watch cancels the request context with the loss error if the lease is lost
-// before the handler returns.
-func (h *lockHandler) watch(ctx context.Context, cancel context.CancelCauseFunc, lease *advisory.Lease, r *http.Request, key keyspace.Key) {
-	select {
-	case <-ctx.Done():
-	case <-lease.Lost():
-		err := lease.Err()
-		if f := h.cfg.hooks.Lost; f != nil {
-			f(r, key, err)
-		}
-		h.cfg.log(ctx, slog.LevelWarn, "middleware: lock lost, request cancelled", r, key, err)
-		cancel(err)
+// lost cancels the request context with the loss error; it runs (through
+// Lease.AfterLost, without a watcher goroutine per request) if the lease is
+// lost before the handler returns.
+func (h *lockHandler) lost(ctx context.Context, cancel context.CancelCauseFunc, err error, r *http.Request, key keyspace.Key) {
+	if f := h.cfg.hooks.Lost; f != nil {
+		f(r, key, err)
 	}
+	h.cfg.log(ctx, slog.LevelWarn, "middleware: lock lost, request cancelled", r, key, err)
+	cancel(err)
 }
 
-// release ends the request context (stopping the watcher and whatever the
-// handler left running on it) and gives the lock back.
-func (h *lockHandler) release(ctx context.Context, cancel context.CancelCauseFunc, lease *advisory.Lease, r *http.Request, key keyspace.Key) {
+// release stops the loss callback, ends the request context (and whatever
+// the handler left running on it) and gives the lock back.
+func (h *lockHandler) release(ctx context.Context, cancel context.CancelCauseFunc, stop func() bool, lease *advisory.Lease, r *http.Request, key keyspace.Key) {
+	stop()
 	cancel(nil)
 	if err := lease.Release(ctx); err != nil {
 		select {
-		case <-lease.Lost(): // logged by watch
+		case <-lease.Lost(): // logged by lost
 		default:
 			h.cfg.log(ctx, slog.LevelError, "middleware: release failed", r, key, err)
 		}
