@@ -48,7 +48,9 @@ var (
 // costs a second round trip and a second connection of db for its duration:
 // when many transactions of db's pool call LockToken at once, give the pool
 // more connections (SetMaxOpenConns) than there are such transactions, and
-// bound ctx.
+// bound ctx. A token is as durable as that commit: with synchronous_commit
+// off for db's sessions, a server crash can undo the latest bumps, and a
+// token could then be handed out again.
 //
 // With WithTry, a key held elsewhere returns ErrNotAcquired and takes no
 // token. If the lock is taken but the bump fails (ErrNoFenceTable, a
