@@ -138,12 +138,10 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		if err != nil {
 			return nil, err
 		}
-		if timeout > 0 {
-			// The time spent in the queue counts against lock_timeout.
-			timeout -= time.Since(start)
-			if timeout < time.Millisecond {
-				timeout = time.Millisecond
-			}
+		if waited := time.Since(start).Truncate(time.Millisecond); timeout > 0 && waited > 0 {
+			// The time spent in the queue counts against lock_timeout (the
+			// server counts whole milliseconds).
+			timeout = max(timeout-waited, time.Millisecond)
 		}
 	}
 	if next, ok := t.Value().(*Lease); ok {
