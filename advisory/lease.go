@@ -230,15 +230,21 @@ func (ls *Lease) Release(ctx context.Context) error {
 		ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", held))
 		return nil
 	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	base := ctx
+	if ctx.Done() != nil {
+		base = context.WithoutCancel(ctx)
+	} // else ctx can never be cancelled: use it as it is, one allocation less
+	rctx, cancel := context.WithTimeout(base, releaseTimeout)
 	defer cancel()
 	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
+	// Forget the pid before the connection can go back to the pool: another
+	// acquire may get it at once, and must not take it for a pooler's.
+	ls.l.releasePID(ls.pid)
 	if failed != nil {
 		ls.l.discard(ls.conn)
 	} else {
 		ls.conn.Close()
 	}
-	ls.l.releasePID(ls.pid)
 	ls.releaseTicket()
 	if h := ls.l.opts.hooks.Released; h != nil {
 		h(ls.keys[0], ls.shared, held)

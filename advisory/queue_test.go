@@ -513,3 +513,36 @@ func TestLeaseFootprint(t *testing.T) {
 		checkIdle(t, l)
 	})
 }
+
+// TestNoFalsePooler: a connection released by one lease and taken at once by
+// another acquire (a small pool, busy) must not be taken for a pooler's
+// shared backend.
+func TestNoFalsePooler(t *testing.T) {
+	const goroutines, iterations = 8, 100
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		e.db.SetMaxOpenConns(2)
+		l := advisory.New(e.db)
+		ctx := timeout(t, 60*time.Second)
+		var wg sync.WaitGroup
+		for range goroutines {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range iterations {
+					lease, err := l.Lock(ctx, testKey(t))
+					if err != nil {
+						t.Errorf("Lock: %v", err)
+						return
+					}
+					if err := lease.Release(ctx); err != nil {
+						t.Errorf("Release: %v", err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		checkIdle(t, l)
+	})
+}
