@@ -11,7 +11,8 @@
 # (it needs max_locks_per_transaction raised).
 #
 # Settings (environment):
-#   BENCH_COUNT   samples per benchmark (default 5; benchstat wants >= 5)
+#   BENCH_COUNT   samples per benchmark (default 6: benchstat gives a 95%
+#                 confidence interval from 6 samples on)
 #   BENCH_QUICK=1 one sample and short runs, to check that everything works
 #   BENCH_OUT     directory for the raw output (default: a new temp dir)
 #   BENCH_MD      the Markdown file to write (default: BENCHMARKS.md)
@@ -25,7 +26,7 @@ set -u -o pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-count=${BENCH_COUNT:-5}
+count=${BENCH_COUNT:-6}
 scale=1
 if [ "${BENCH_QUICK:-}" = 1 ]; then
 	count=1
