@@ -219,7 +219,7 @@ func report(w io.Writer, r *results) {
 			bv, _ := r.median(pre+"raw-array", "ns/op")
 			label := verdict(cc <= 4)
 			if strings.HasPrefix(f, "proposal") {
-				label = "proposal, not the library yet"
+				label = "reference (the library's statements on one pinned connection)"
 			}
 			p("| 10,000 locks over ≤ 4 conns | %s | %s (%g conns, %g allocs/op) | %.1f ms | %.1f ms (raw-array) | %.2f× | ≤ 4 conns | %s |\n",
 				d, f, cc, allocs, lv/1e6, bv/1e6, ratio, label)
