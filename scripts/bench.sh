@@ -86,8 +86,9 @@ run '^BenchmarkManyLocks$' 3x 1
 if [ -z "$report_only" ]; then
 	elapsed=$(( $(date +%s) - t0 ))
 	load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
-	printf 'started=%q\nelapsed=%q\nload_before=%q\nload_after=%q\n' \
-		"$started" "$elapsed" "$load_before" "$load_after" >"$out/meta"
+	commit="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes in the checkout)')"
+	printf 'started=%q\nelapsed=%q\nload_before=%q\nload_after=%q\ncommit=%q\n' \
+		"$started" "$elapsed" "$load_before" "$load_after" "$commit" >"$out/meta"
 fi
 
 echo "bench.sh: computing ratios" >&2
@@ -119,7 +120,7 @@ suite is \`internal/benchsuite\`; the ratios come from
 \`internal/benchsuite/benchreport\`; the comparison tables from benchstat.
 
 - Date: $started, run took ${elapsed}s
-- Commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes in the checkout)')
+- Commit: $commit
 - Machine: $(uname -srm), $(nproc) CPUs ($cpu), $mem
 - Load average before / after: $load_before / $load_after
 - Go: $(go version | cut -d' ' -f3-)
