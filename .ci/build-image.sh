@@ -147,6 +147,8 @@ DOCKERFILE
 
 # The classic builder: it ships with the engine, BuildKit may not be installed.
 DOCKER_BUILDKIT=0 docker build -q -t "$image" "$ctx" >/dev/null
+# Earlier builds that the tag no longer names and no container uses.
+docker image prune -f --filter label=pgadvisory.fingerprint >/dev/null || true
 # Smoke test: the loader finds every library.
 docker run --rm --entrypoint postgres "$image" --version
 echo "build-image: built $image ($fingerprint, $(docker image inspect -f '{{.Size}}' "$image" | awk '{ printf "%d MB", $1 / 1e6 }'))"
