@@ -103,7 +103,9 @@
 // sqltext.UnlockMany (several keys, one round trip), on the same connection. When Hooks.Contended is set, Lock and LockAll first try
 // (try mode), report contention if refused, and then wait: one more round
 // trip, but only under contention and only when that hook is asked for
-// (fenced multi-key locks do not try first).
+// (fenced multi-key locks do not try first). A Lock that receives a handed-over
+// lock, a Release that hands its lock over, and a try refused in memory send
+// nothing.
 //
 // # Concurrency
 //
