@@ -86,12 +86,16 @@ func (m *Mock) ExpectUnlockShared(key keyspace.Key, released bool) *sqlmock.Expe
 	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(released))
 }
 
-// ExpectUnlockAll expects the release of a LockAll lease: one unlock per
-// key, in the order LockAll took them, each answering true.
-func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) {
-	for _, k := range sorted(keys) {
-		m.ExpectUnlock(k, true)
+// ExpectUnlockAll expects the release of a LockAll lease and answers that
+// every key was held: one unlock for a single distinct key, else one
+// statement that releases them all in the order LockAll took them.
+func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) *sqlmock.ExpectedQuery {
+	ks := sorted(keys)
+	if len(ks) == 1 {
+		return m.ExpectUnlock(ks[0], true)
 	}
+	q, args := sqltext.UnlockMany(style, false, ks)
+	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(int64(len(ks))))
 }
 
 // ExpectKeepAlive expects one keepalive ping of a held lease and answers with
