@@ -43,6 +43,7 @@ func TestCancelSafety(t *testing.T) {
 			},
 		}))
 		plain := advisory.New(e.db)
+		holders := advisory.New(e.db)
 		var st cancelStats
 		start := time.Now()
 		rounds := trials / (workers * perRound)
@@ -58,9 +59,9 @@ func TestCancelSafety(t *testing.T) {
 					for i := range perRound {
 						var ok bool
 						if i%3 == 0 {
-							ok = cancelTrial(t, plain, key, nil, &st)
+							ok = cancelTrial(t, holders, plain, key, nil, &st)
 						} else {
-							ok = cancelTrial(t, hooked, key, signal, &st)
+							ok = cancelTrial(t, holders, hooked, key, signal, &st)
 						}
 						if !ok {
 							return
@@ -99,10 +100,13 @@ type cancelStats struct {
 // cancelTrial runs one trial on key; false means the test failed. With a
 // signal, the random moments count from the signal (the contender is about
 // to wait), else from the contender's call.
-func cancelTrial(t *testing.T, l *advisory.Locker, key keyspace.Key, signal chan struct{}, st *cancelStats) bool {
+func cancelTrial(t *testing.T, hl, l *advisory.Locker, key keyspace.Key, signal chan struct{}, st *cancelStats) bool {
 	bg, stop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer stop()
-	holder, err := l.Lock(bg, key)
+	// The holder is another Locker, as another process would be: the
+	// contender then waits at the server, not in l's in-process queue, and
+	// the cancel lands on a statement in flight.
+	holder, err := hl.Lock(bg, key)
 	if err != nil {
 		t.Errorf("holder Lock: %v", err)
 		return false
