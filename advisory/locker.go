@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -432,8 +434,17 @@ type keyList []keyspace.Key
 func keyArg(keys []keyspace.Key) keyList { return keyList(keys) }
 
 func (k keyList) String() string {
-	if len(k) == 1 {
+	switch {
+	case len(k) == 1:
 		return k[0].String()
+	case len(k) > maxKeysShown:
+		// A LockAll of thousands of keys must not make a message of hundreds
+		// of kilobytes: the first few say which set it was.
+		return strings.TrimSuffix(fmt.Sprint([]keyspace.Key(k[:maxKeysShown])), "]") +
+			" … " + strconv.Itoa(len(k)) + " keys]"
 	}
 	return fmt.Sprint([]keyspace.Key(k))
 }
+
+// maxKeysShown bounds the keys an error or log message lists.
+const maxKeysShown = 8
