@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -14,7 +13,7 @@ import (
 )
 
 // DefaultFenceTable is the fencing counter table that WithFencing("") uses.
-const DefaultFenceTable = "pgadvisory_fence"
+const DefaultFenceTable = sqltext.DefaultFenceTable
 
 // ErrNoFenceTable means fencing is on but its counter table does not exist.
 var ErrNoFenceTable = errors.New("advisory: the fencing table does not exist: create it once with advisory.CreateFenceTable(ctx, db, table), the SQL of advisory.FenceTableSQL(table), or pglock")
@@ -23,21 +22,13 @@ var ErrNoFenceTable = errors.New("advisory: the fencing table does not exist: cr
 // (optionally schema-qualified) identifier.
 var ErrBadFenceTable = errors.New("advisory: bad fencing table name: want letters, digits and underscores, optionally schema.table")
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
-
 // quoteTable validates and quotes a table name; "" is DefaultFenceTable.
 func quoteTable(name string) (string, error) {
-	if name == "" {
-		name = DefaultFenceTable
-	}
-	if !identRE.MatchString(name) {
+	q, ok := sqltext.QuoteFenceTable(name)
+	if !ok {
 		return "", fmt.Errorf("%w: %q", ErrBadFenceTable, name)
 	}
-	parts := strings.Split(name, ".")
-	for i, p := range parts {
-		parts[i] = `"` + p + `"`
-	}
-	return strings.Join(parts, "."), nil
+	return q, nil
 }
 
 // WithFencing makes every acquisition return fencing tokens (Lease.Token,

@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -124,7 +123,9 @@ func Open(opts ...Option) (*sql.DB, *Mock, error) {
 	}
 	m := &Mock{Sqlmock: sm, db: db, keep: keep, timeout: c.timeout, pid: firstPID - 1, tokens: map[keyspace.Key]int64{}}
 	if c.fencing {
-		m.fencing, m.fenceName, m.fenceTable = true, c.fenceName, quoteTable(c.fenceName)
+		// A name advisory refuses sends nothing, so its quoted form is never used.
+		quoted, _ := sqltext.QuoteFenceTable(c.fenceName)
+		m.fencing, m.fenceName, m.fenceTable = true, c.fenceName, quoted
 	}
 	return db, m, nil
 }
@@ -193,21 +194,6 @@ func (m *Mock) nextTokens(keys []keyspace.Key) []string {
 		out[i] = strconv.FormatInt(m.tokens[k], 10)
 	}
 	return out
-}
-
-// quoteTable quotes a fencing table name as advisory does: "" is
-// advisory.DefaultFenceTable, and each dot-separated part is double-quoted.
-// (advisory rejects names that need more than that before sending
-// anything.)
-func quoteTable(name string) string {
-	if name == "" {
-		name = advisory.DefaultFenceTable
-	}
-	parts := strings.Split(name, ".")
-	for i, p := range parts {
-		parts[i] = `"` + p + `"`
-	}
-	return strings.Join(parts, ".")
 }
 
 // timeoutFor is the lock_timeout an expectation expects.
