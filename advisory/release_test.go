@@ -81,11 +81,11 @@ func TestReleaseBackendGone(t *testing.T) {
 func TestReleaseFalse(t *testing.T) {
 	for _, unlock := range []struct {
 		name string
-		set  func(*sqlmock.ExpectedQuery)
+		set  func(*sqlmock.ExpectedExec)
 		want error
 	}{
-		{"false", func(q *sqlmock.ExpectedQuery) { q.WillReturnRows(sqlmock.NewRows([]string{"ok"}).AddRow(false)) }, advisory.ErrLockLost},
-		{"error", func(q *sqlmock.ExpectedQuery) { q.WillReturnError(driver.ErrBadConn) }, driver.ErrBadConn},
+		{"false", func(e *sqlmock.ExpectedExec) { e.WillReturnResult(sqlmock.NewResult(0, 0)) }, advisory.ErrLockLost},
+		{"error", func(e *sqlmock.ExpectedExec) { e.WillReturnError(driver.ErrBadConn) }, driver.ErrBadConn},
 	} {
 		t.Run(unlock.name, func(t *testing.T) {
 			defer testkit.VerifyNone(t)
@@ -98,7 +98,7 @@ func TestReleaseFalse(t *testing.T) {
 			q, args := sqltext.Lock(sqltext.Params, sqltext.Mode{}, key, 0)
 			mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"ok", "pid"}).AddRow(true, 7))
 			q, args = sqltext.Unlock(sqltext.Params, false, key)
-			unlock.set(mock.ExpectQuery(q).WithArgs(values(args)...))
+			unlock.set(mock.ExpectExec(q).WithArgs(values(args)...))
 			mock.ExpectClose()
 
 			l := advisory.New(db, advisory.WithKeepAlive(time.Hour))
@@ -145,7 +145,7 @@ func TestPoolerSamePID(t *testing.T) {
 	}
 	for _, k := range []keyspace.Key{b, a} {
 		q, args := sqltext.Unlock(sqltext.Params, false, k)
-		mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"ok"}).AddRow(true))
+		mock.ExpectExec(q).WithArgs(values(args)...).WillReturnResult(sqlmock.NewResult(0, 1))
 	}
 	l := advisory.New(db, advisory.WithKeepAlive(time.Hour))
 	ctx := timeout(t, 10*time.Second)
@@ -178,7 +178,7 @@ func TestReleaseManyPartly(t *testing.T) {
 	q, args := sqltext.LockAll(sqltext.Params, sqltext.Mode{}, keys, 0)
 	mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"n", "pid"}).AddRow(int64(2), 7))
 	q, args = sqltext.UnlockMany(sqltext.Params, false, keys)
-	mock.ExpectQuery(q).WithArgs(values(args)...).WillReturnRows(sqlmock.NewRows([]string{"n"}).AddRow(int64(1)))
+	mock.ExpectExec(q).WithArgs(values(args)...).WillReturnResult(sqlmock.NewResult(0, 1))
 	mock.ExpectClose()
 	l := advisory.New(db, advisory.WithKeepAlive(time.Hour))
 	ctx := timeout(t, 10*time.Second)

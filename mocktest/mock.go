@@ -217,9 +217,23 @@ func (m *Mock) expect(q string, args []any) *sqlmock.ExpectedQuery {
 	if len(args) == 0 {
 		return e.WithoutArgs()
 	}
+	return e.WithArgs(driverValues(args)...)
+}
+
+// expectExec is expect for a statement that advisory sends with Exec.
+func (m *Mock) expectExec(q string, args []any) *sqlmock.ExpectedExec {
+	e := m.ExpectExec(q)
+	if len(args) == 0 {
+		return e.WithoutArgs()
+	}
+	return e.WithArgs(driverValues(args)...)
+}
+
+// driverValues converts statement arguments for sqlmock's WithArgs.
+func driverValues(args []any) []driver.Value {
 	vals := make([]driver.Value, len(args))
 	for i, a := range args {
 		vals[i] = a
 	}
-	return e.WithArgs(vals...)
+	return vals
 }

@@ -75,27 +75,35 @@ func (m *Mock) ExpectLockNoFenceTable(key keyspace.Key, opts ...Option) *sqlmock
 // released. False is what a server answers when the session no longer held
 // the lock: Release then returns an error matching advisory.ErrLockLost and
 // discards the connection.
-func (m *Mock) ExpectUnlock(key keyspace.Key, released bool) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectUnlock(key keyspace.Key, released bool) *sqlmock.ExpectedExec {
 	q, args := sqltext.Unlock(style, false, key)
-	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(released))
+	return m.expectExec(q, args).WillReturnResult(sqlmock.NewResult(0, rowCount(released)))
 }
 
 // ExpectUnlockShared is ExpectUnlock for a shared lease.
-func (m *Mock) ExpectUnlockShared(key keyspace.Key, released bool) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectUnlockShared(key keyspace.Key, released bool) *sqlmock.ExpectedExec {
 	q, args := sqltext.Unlock(style, true, key)
-	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(released))
+	return m.expectExec(q, args).WillReturnResult(sqlmock.NewResult(0, rowCount(released)))
+}
+
+// rowCount is the rows affected of an unlock that released or did not.
+func rowCount(released bool) int64 {
+	if released {
+		return 1
+	}
+	return 0
 }
 
 // ExpectUnlockAll expects the release of a LockAll lease and answers that
 // every key was held: one unlock for a single distinct key, else one
 // statement that releases them all in the order LockAll took them.
-func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) *sqlmock.ExpectedExec {
 	ks := sorted(keys)
 	if len(ks) == 1 {
 		return m.ExpectUnlock(ks[0], true)
 	}
 	q, args := sqltext.UnlockMany(style, false, ks)
-	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(int64(len(ks))))
+	return m.expectExec(q, args).WillReturnResult(sqlmock.NewResult(0, int64(len(ks))))
 }
 
 // ExpectKeepAlive expects one keepalive ping of a held lease and answers with

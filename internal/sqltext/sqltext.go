@@ -144,15 +144,17 @@ func Lock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any
 	return "SELECT " + expr + ", pg_backend_pid()", b.args
 }
 
-// Unlock is the session-level release of k. It returns one row: (released
-// bool); false means the session did not hold k in that mode.
+// Unlock is the session-level release of k, to be sent with Exec: it returns
+// one empty row if the session held k in that mode and released it, none if
+// it did not, so the rows affected say which. (Exec, unlike a query, costs no
+// result set and no context watcher in database/sql.)
 func Unlock(s Style, shared bool, k keyspace.Key) (string, []any) {
 	b := &builder{style: s}
 	name := "pg_advisory_unlock"
 	if shared {
 		name += "_shared"
 	}
-	return "SELECT " + name + "(" + b.key(k) + ")", b.args
+	return "SELECT WHERE " + name + "(" + b.key(k) + ")", b.args
 }
 
 // XactLock is the transaction-level acquire of k. It returns one row:
