@@ -162,8 +162,12 @@ func (ls *Lease) AfterLost(f func(err error)) (stop func() bool) {
 }
 
 // Release unlocks and returns the connection to the pool. It runs under
-// context.WithoutCancel(ctx) with its own timeout of a few seconds, so a
-// cancelled ctx still releases; it waits for a running Tx to end. If the
+// context.WithoutCancel(ctx), so a cancelled ctx still releases, with its own
+// timeout of a few seconds where the driver can enforce one (pgx closes the
+// socket when it runs out; lib/pq can only ask the server to cancel, which
+// cannot cut short an unlock, so there the unlock is bounded by the TCP
+// settings of the connection: a net.Dialer with KeepAliveConfig given to
+// pq.Connector.Dialer sets them). It waits for a running Tx to end. If the
 // unlock fails or reports that the session did not hold every key, the
 // connection is discarded (ending the session and whatever it held) and the
 // error says so (wrapping ErrLockLost for a key that was not held).
@@ -230,12 +234,15 @@ func (ls *Lease) Release(ctx context.Context) error {
 		ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", held))
 		return nil
 	}
-	base := ctx
+	rctx := ctx
 	if ctx.Done() != nil {
-		base = context.WithoutCancel(ctx)
+		rctx = context.WithoutCancel(ctx)
 	} // else ctx can never be cancelled: use it as it is, one allocation less
-	rctx, cancel := context.WithTimeout(base, releaseTimeout)
-	defer cancel()
+	if ls.l.releaseDeadline {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(rctx, releaseTimeout)
+		defer cancel()
+	}
 	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
 	// Forget the pid before the connection can go back to the pool: another
 	// acquire may get it at once, and must not take it for a pooler's.

@@ -27,6 +27,10 @@ type Locker struct {
 	style sqltext.Style
 	opts  options
 
+	// releaseDeadline is whether Release bounds its unlock with a timeout:
+	// only where the driver can enforce one (sqltext.DeadlineInterrupts).
+	releaseDeadline bool
+
 	// pingTimeout bounds one keepalive round trip.
 	pingTimeout time.Duration
 
@@ -52,6 +56,7 @@ func New(db *sql.DB, opts ...Option) *Locker {
 	}
 	if db != nil {
 		l.style = sqltext.StyleOf(db.Driver())
+		l.releaseDeadline = sqltext.DeadlineInterrupts(db.Driver())
 	}
 	l.pingTimeout = min(max(l.opts.keepAlive, 250*time.Millisecond), 900*time.Millisecond)
 	return l

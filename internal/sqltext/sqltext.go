@@ -32,11 +32,24 @@ const (
 // StyleOf returns the style that suits the driver: Inline for lib/pq, Params
 // for everything else (pgx's stdlib, sqlmock, unknown drivers).
 func StyleOf(d driver.Driver) Style {
-	if fmt.Sprintf("%T", d) == "*pq.Driver" {
+	if isLibPQ(d) {
 		return Inline
 	}
 	return Params
 }
+
+// DeadlineInterrupts reports whether a context that ends can cut short a
+// statement whose answer does not come. pgx closes the socket when the
+// context ends. lib/pq only sends the server a cancel request on a new
+// connection: that cannot cut short a statement that never waits on the
+// server (an unlock), and cannot reach a server behind a dead network, so
+// a deadline there costs a watcher goroutine per statement and bounds
+// nothing; such a statement is bounded by the TCP settings of the
+// connection.
+func DeadlineInterrupts(d driver.Driver) bool { return !isLibPQ(d) }
+
+// isLibPQ reports whether d is lib/pq's driver (without importing it).
+func isLibPQ(d driver.Driver) bool { return fmt.Sprintf("%T", d) == "*pq.Driver" }
 
 // Mode selects the lock function family.
 type Mode struct {
@@ -58,20 +71,32 @@ type builder struct {
 
 // int8 renders one bigint value.
 func (b *builder) int8(n int64) string {
-	if b.style == Inline {
-		return "'" + strconv.FormatInt(n, 10) + "'::int8"
-	}
-	b.args = append(b.args, n)
-	return "$" + strconv.Itoa(len(b.args)) + "::int8"
+	return b.integer(n, "::int8")
 }
 
 // int4 renders one int4 value.
 func (b *builder) int4(n int32) string {
+	return b.integer(int64(n), "::int4")
+}
+
+// integer renders n with the cast: a quoted literal (Inline) or the next
+// parameter. The text is built in one allocation.
+func (b *builder) integer(n int64, cast string) string {
+	var buf [40]byte
+	t := buf[:0]
 	if b.style == Inline {
-		return "'" + strconv.FormatInt(int64(n), 10) + "'::int4"
+		t = append(t, '\'')
+		t = strconv.AppendInt(t, n, 10)
+		t = append(t, '\'')
+	} else {
+		if b.args == nil {
+			b.args = make([]any, 0, 4)
+		}
+		b.args = append(b.args, n)
+		t = append(t, '$')
+		t = strconv.AppendInt(t, int64(len(b.args)), 10)
 	}
-	b.args = append(b.args, int64(n))
-	return "$" + strconv.Itoa(len(b.args)) + "::int4"
+	return string(append(t, cast...))
 }
 
 // text renders a text value (only ever built from integers here).
@@ -93,14 +118,28 @@ func (b *builder) key(k keyspace.Key) string {
 }
 
 func fn(scope string, m Mode) string {
-	name := "pg_advisory_" + scope + "lock"
-	if m.Try {
-		name = "pg_try_advisory_" + scope + "lock"
+	return fnNames[index(scope == "xact_")][index(m.Try)][index(m.Shared)]
+}
+
+// index is 1 for true, 0 for false.
+func index(b bool) int {
+	if b {
+		return 1
 	}
-	if m.Shared {
-		name += "_shared"
-	}
-	return name
+	return 0
+}
+
+// fnNames holds the lock function names, [transaction scope][try][shared],
+// so that building a statement costs no allocation for the name.
+var fnNames = [2][2][2]string{
+	{
+		{"pg_advisory_lock", "pg_advisory_lock_shared"},
+		{"pg_try_advisory_lock", "pg_try_advisory_lock_shared"},
+	},
+	{
+		{"pg_advisory_xact_lock", "pg_advisory_xact_lock_shared"},
+		{"pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared"},
+	},
 }
 
 // acquire is the expression that takes k and yields a boolean: true when
@@ -109,11 +148,10 @@ func fn(scope string, m Mode) string {
 // (cheaper for the server than a scalar subquery over the function, which
 // costs a function scan and its tuplestore per call).
 func (b *builder) acquire(scope string, m Mode, k keyspace.Key) string {
-	call := fn(scope, m) + "(" + b.key(k) + ")"
 	if m.Try {
-		return call
+		return fn(scope, m) + "(" + b.key(k) + ")"
 	}
-	return "(" + call + " IS NOT NULL)"
+	return "(" + fn(scope, m) + "(" + b.key(k) + ") IS NOT NULL)"
 }
 
 // millis renders a lock_timeout in milliseconds, at least 1 (0 would mean no
@@ -141,6 +179,11 @@ func (b *builder) withTimeout(expr string, timeout time.Duration) string {
 // backend pid int4). With timeout > 0 the wait is bounded by the server's
 // lock_timeout for this statement only.
 func Lock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
+	return single(s, lockTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// buildLock builds the text of Lock (see single.go).
+func buildLock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
 	b := &builder{style: s}
 	expr := b.withTimeout(b.acquire("", m, k), timeout)
 	return "SELECT " + expr + ", pg_backend_pid()", b.args
@@ -151,18 +194,27 @@ func Lock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any
 // it did not, so the rows affected say which. (Exec, unlike a query, costs no
 // result set and no context watcher in database/sql.)
 func Unlock(s Style, shared bool, k keyspace.Key) (string, []any) {
+	return single(s, unlockTexts[index(shared)][index(k.IsPair())], k, 0)
+}
+
+// buildUnlock builds the text of Unlock (see single.go).
+func buildUnlock(s Style, shared bool, k keyspace.Key) (string, []any) {
 	b := &builder{style: s}
-	name := "pg_advisory_unlock"
 	if shared {
-		name += "_shared"
+		return "SELECT WHERE pg_advisory_unlock_shared(" + b.key(k) + ")", b.args
 	}
-	return "SELECT WHERE " + name + "(" + b.key(k) + ")", b.args
+	return "SELECT WHERE pg_advisory_unlock(" + b.key(k) + ")", b.args
 }
 
 // XactLock is the transaction-level acquire of k. It returns one row:
 // (acquired bool). With timeout > 0 the wait is bounded by lock_timeout, and
 // the transaction's own lock_timeout is put back in the same statement.
 func XactLock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
+	return single(s, xactTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// buildXactLock builds the text of XactLock (see single.go).
+func buildXactLock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
 	b := &builder{style: s}
 	return b.restoring(b.acquire("xact_", m, k), timeout), b.args
 }
