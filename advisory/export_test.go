@@ -9,3 +9,13 @@ func LivePIDs(l *Locker) int {
 	defer l.mu.Unlock()
 	return len(l.pids)
 }
+
+// CachedPIDs returns how many connections l knows the backend pid of.
+func CachedPIDs(l *Locker) int {
+	if l.connPIDs == nil {
+		return 0
+	}
+	l.connPIDs.mu.Lock()
+	defer l.connPIDs.mu.Unlock()
+	return len(l.connPIDs.m)
+}

@@ -30,6 +30,10 @@ type Locker struct {
 	// releaseDeadline is whether Release bounds its unlock with a timeout:
 	// only where the driver can enforce one (sqltext.DeadlineInterrupts).
 	releaseDeadline bool
+	// connPIDs, when the driver keeps one backend per connection
+	// (sqltext.KeepsBackend), lets a lock on a known connection skip
+	// asking for the pid; nil otherwise.
+	connPIDs *pidCache
 
 	// pingTimeout bounds one keepalive round trip.
 	pingTimeout time.Duration
@@ -57,6 +61,9 @@ func New(db *sql.DB, opts ...Option) *Locker {
 	if db != nil {
 		l.style = sqltext.StyleOf(db.Driver())
 		l.releaseDeadline = sqltext.DeadlineInterrupts(db.Driver())
+		if sqltext.KeepsBackend(db.Driver()) {
+			l.connPIDs = &pidCache{}
+		}
 	}
 	l.pingTimeout = min(max(l.opts.keepAlive, 250*time.Millisecond), 900*time.Millisecond)
 	return l
@@ -228,6 +235,10 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	}
 	held, pid := 0, 0
 	var tokens []int64
+	var dc any
+	if l.connPIDs != nil {
+		dc = driverConn(conn)
+	}
 	if try {
 		held, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
@@ -241,9 +252,24 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		}
 	}
 	if err == nil && held < len(keys) && !try {
-		var n int
-		n, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], timeout)
-		held += n
+		var known bool
+		if len(keys) == 1 && !l.opts.fencing && pid == 0 {
+			pid, known = l.connPIDs.get(dc)
+		}
+		if known {
+			// The connection's backend is known: the lock alone, no answer.
+			q, args := sqltext.LockExec(l.style, sqltext.Mode{Shared: shared}, keys[0], timeout)
+			if _, err = conn.ExecContext(ctx, q, args...); err == nil {
+				held = 1
+			}
+		} else {
+			var n int
+			n, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+			held += n
+		}
+	}
+	if err == nil && l.connPIDs != nil {
+		l.connPIDs.put(dc, pid)
 	}
 	if err == nil && held < len(keys) && try && held == 0 {
 		// Refused before taking anything: the connection holds nothing.
@@ -262,6 +288,9 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		err = ctx.Err()
 	}
 	if err != nil {
+		// database/sql may have closed the connection already (a bad
+		// connection), out of discard's reach: forget it here.
+		l.connPIDs.forget(dc)
 		if held == 0 && len(keys) == 1 && !l.opts.fencing && pgerr.SQLState(err) == pgerr.LockNotAvailable {
 			// lock_timeout ended the wait of the only key: nothing is held
 			// and the connection is healthy.
@@ -360,7 +389,10 @@ func (l *Locker) fail(ctx context.Context, keys []keyspace.Key, err error) error
 // driver.ErrBadConn from Raw makes database/sql close the driver connection,
 // which ends the server session and with it every lock it holds.
 func (l *Locker) discard(conn *sql.Conn) {
-	err := conn.Raw(func(any) error { return driver.ErrBadConn })
+	err := conn.Raw(func(dc any) error {
+		l.connPIDs.forget(dc)
+		return driver.ErrBadConn
+	})
 	_ = conn.Close() // already closed by Raw; this only marks it done
 	if err != nil && !errors.Is(err, driver.ErrBadConn) && !errors.Is(err, sql.ErrConnDone) {
 		l.log(slog.LevelError, "advisory: discarding a connection", nil, slog.Any("error", err))

@@ -8,7 +8,7 @@ import (
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// The statements of one key (Lock, Unlock, XactLock) are on the hot path of
+// The statements of one key (Lock, LockExec, Unlock, XactLock) are on the hot path of
 // every lease and every request through the middleware, so their text is
 // built once, in the Params style, for each shape: the text of a statement
 // depends on the mode, on whether the key is a pair and on whether there is
@@ -20,6 +20,8 @@ var (
 	lockTexts   [2][2][2][2]string // [shared][try][pair][timeout]
 	xactTexts   [2][2][2][2]string // [shared][try][pair][timeout]
 	unlockTexts [2][2]string       // [shared][pair]
+
+	lockExecTexts [2][2][2]string // [shared][pair][timeout]
 )
 
 func init() {
@@ -32,6 +34,9 @@ func init() {
 				for t, d := range timeouts {
 					lockTexts[sh][try][p][t], _ = buildLock(Params, m, k, d)
 					xactTexts[sh][try][p][t], _ = buildXactLock(Params, m, k, d)
+					if !m.Try {
+						lockExecTexts[sh][p][t], _ = buildLockExec(Params, m, k, d)
+					}
 				}
 				unlockTexts[sh][p], _ = buildUnlock(Params, m.Shared, k)
 			}

@@ -51,6 +51,19 @@ func DeadlineInterrupts(d driver.Driver) bool { return !isLibPQ(d) }
 // isLibPQ reports whether d is lib/pq's driver (without importing it).
 func isLibPQ(d driver.Driver) bool { return fmt.Sprintf("%T", d) == "*pq.Driver" }
 
+// KeepsBackend reports whether every connection of d talks to one server
+// backend for its whole life, so that the backend pid learnt once stays
+// true: lib/pq and pgx's stdlib (a pooler in transaction mode breaks that
+// for either, which the keepalive of a lease catches). False for any other
+// driver, such as go-sqlmock or an unknown wrapper.
+func KeepsBackend(d driver.Driver) bool {
+	switch fmt.Sprintf("%T", d) {
+	case "*pq.Driver", "*stdlib.Driver":
+		return true
+	}
+	return false
+}
+
 // Mode selects the lock function family.
 type Mode struct {
 	Shared bool // pg_advisory_lock_shared and friends instead of the exclusive ones
@@ -180,6 +193,19 @@ func (b *builder) withTimeout(expr string, timeout time.Duration) string {
 // lock_timeout for this statement only.
 func Lock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
 	return single(s, lockTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// LockExec is Lock without the answer, to be sent with Exec on a
+// connection whose backend pid is already known: the statement succeeds once
+// k is held, or fails (lock_timeout, cancel). m.Try must be false.
+func LockExec(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
+	return single(s, lockExecTexts[index(m.Shared)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// buildLockExec builds the text of LockExec (see single.go).
+func buildLockExec(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
+	b := &builder{style: s}
+	return "SELECT " + b.withTimeout(b.acquire("", m, k), timeout), b.args
 }
 
 // buildLock builds the text of Lock (see single.go).
