@@ -240,33 +240,21 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		dc = driverConn(conn)
 	}
 	if try {
-		held, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
 		// Try first so that contention can be reported; a try takes keys in
 		// order and stops at the first refusal, so the keys it got are a
 		// prefix and the wait below continues in the same order. (Not for
 		// fenced multi-key locks: their tokens come with the whole set.)
-		held, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 		if err == nil && held < len(keys) {
 			l.opts.hooks.Contended(keys[0], shared)
 		}
 	}
 	if err == nil && held < len(keys) && !try {
-		var known bool
-		if len(keys) == 1 && !l.opts.fencing && pid == 0 {
-			pid, known = l.connPIDs.get(dc)
-		}
-		if known {
-			// The connection's backend is known: the lock alone, no answer.
-			q, args := sqltext.LockExec(l.style, sqltext.Mode{Shared: shared}, keys[0], timeout)
-			if _, err = conn.ExecContext(ctx, q, args...); err == nil {
-				held = 1
-			}
-		} else {
-			var n int
-			n, pid, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], timeout)
-			held += n
-		}
+		var n int
+		n, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+		held += n
 	}
 	if err == nil && l.connPIDs != nil {
 		l.connPIDs.put(dc, pid)
@@ -324,9 +312,26 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 
 // exec runs one acquire statement for keys on conn and returns how many of
 // keys (a prefix) the session now holds, the backend pid, and with fencing
-// the tokens of keys once all are held.
-func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
+// the tokens of keys once all are held. dc is conn's driver connection, for
+// the pid cache (nil without one).
+func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
 	var pid int
+	if len(keys) == 1 && !l.opts.fencing {
+		if pid, ok := l.connPIDs.get(dc); ok {
+			// The connection's backend is known: the lock alone, with
+			// Exec; the rows affected say whether it was taken.
+			q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
+			res, err := conn.ExecContext(ctx, q, args...)
+			if err != nil {
+				return 0, 0, nil, err
+			}
+			n, err := res.RowsAffected()
+			if err != nil || n > 1 {
+				return 0, 0, nil, fmt.Errorf("advisory: lock %v: %d rows affected (%v)", keys[0], n, err)
+			}
+			return int(n), pid, nil, nil
+		}
+	}
 	if len(keys) == 1 {
 		var ok bool
 		var token sql.NullInt64

@@ -1,6 +1,7 @@
 package advisory_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 
 // TestPIDCache: after the first lock on a connection, later locks on it send
 // the lock alone (the pid is known); PID still names the backend that holds
-// the lock in pg_locks, in both modes and with a lock_timeout. When the
+// the lock in pg_locks, in both modes, with a lock_timeout and for a try. When the
 // backend dies, the acquire that meets the dead connection discards it, the
 // cache forgets it, and the next lease reports its new backend.
 func TestPIDCache(t *testing.T) {
@@ -48,6 +49,36 @@ func TestPIDCache(t *testing.T) {
 			if pid := check(i%2 == 1, k); pid != first {
 				t.Fatalf("lock on the same connection reports backend %d, first %d", pid, first)
 			}
+		}
+		// A try on the known connection: refused while another session
+		// holds the key (nothing held, the connection back in the pool),
+		// taken once it is free.
+		other, err := e.admin.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		if _, err := other.ExecContext(ctx, "SELECT pg_advisory_lock(7)"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.TryLock(ctx, keyspace.Int64(7)); !errors.Is(err, advisory.ErrNotAcquired) {
+			t.Fatalf("TryLock of a key held elsewhere = %v, want ErrNotAcquired", err)
+		}
+		if in := e.db.Stats().InUse; in != 0 {
+			t.Fatalf("%d connections in use after a refused try", in)
+		}
+		if _, err := other.ExecContext(ctx, "SELECT pg_advisory_unlock(7)"); err != nil {
+			t.Fatal(err)
+		}
+		lease, err := l.TryLock(ctx, keyspace.Int64(7))
+		if err != nil || lease.PID() != first {
+			t.Fatalf("TryLock of a free key: %v, pid %d, want %d", err, lease.PID(), first)
+		}
+		if got := e.holders(t, keyspace.Int64(7)); !slices.Equal(got, []int{first}) {
+			t.Fatalf("pg_locks holders = %v, want [%d]", got, first)
+		}
+		if err := lease.Release(ctx); err != nil {
+			t.Fatal(err)
 		}
 		e.terminate(t, first)
 		// The pool's only connection is dead: the acquire that meets it may

@@ -36,6 +36,8 @@ func TestStatementsGolden(t *testing.T) {
 					add(fmt.Sprintf("%s Lock %+v %v %v", st.name, m, timeout, k), q, a)
 					q, a = sqltext.XactLock(st.style, m, k, timeout)
 					add(fmt.Sprintf("%s XactLock %+v %v %v", st.name, m, timeout, k), q, a)
+					q, a = sqltext.LockExec(st.style, m, k, timeout)
+					add(fmt.Sprintf("%s LockExec %+v %v %v", st.name, m, timeout, k), q, a)
 				}
 				q, a := sqltext.LockAll(st.style, m, keys, timeout)
 				add(fmt.Sprintf("%s LockAll %+v %v", st.name, m, timeout), q, a)

@@ -21,7 +21,7 @@ var (
 	xactTexts   [2][2][2][2]string // [shared][try][pair][timeout]
 	unlockTexts [2][2]string       // [shared][pair]
 
-	lockExecTexts [2][2][2]string // [shared][pair][timeout]
+	lockExecTexts [2][2][2][2]string // [shared][try][pair][timeout]
 )
 
 func init() {
@@ -34,9 +34,7 @@ func init() {
 				for t, d := range timeouts {
 					lockTexts[sh][try][p][t], _ = buildLock(Params, m, k, d)
 					xactTexts[sh][try][p][t], _ = buildXactLock(Params, m, k, d)
-					if !m.Try {
-						lockExecTexts[sh][p][t], _ = buildLockExec(Params, m, k, d)
-					}
+					lockExecTexts[sh][try][p][t], _ = buildLockExec(Params, m, k, d)
 				}
 				unlockTexts[sh][p], _ = buildUnlock(Params, m.Shared, k)
 			}

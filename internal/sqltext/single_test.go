@@ -32,9 +32,9 @@ func TestSingleMatchesBuilders(t *testing.T) {
 			pair{"XactLock", func(s Style, k keyspace.Key, d time.Duration) (string, []any) { return XactLock(s, m, k, d) },
 				func(s Style, k keyspace.Key, d time.Duration) (string, []any) { return buildXactLock(s, m, k, d) }},
 			pair{"LockExec", func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
-				return LockExec(s, Mode{Shared: m.Shared}, k, d)
+				return LockExec(s, m, k, d)
 			}, func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
-				return buildLockExec(s, Mode{Shared: m.Shared}, k, d)
+				return buildLockExec(s, m, k, d)
 			}},
 			pair{"Unlock", func(s Style, k keyspace.Key, _ time.Duration) (string, []any) { return Unlock(s, m.Shared, k) },
 				func(s Style, k keyspace.Key, _ time.Duration) (string, []any) { return buildUnlock(s, m.Shared, k) }})

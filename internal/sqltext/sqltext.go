@@ -195,17 +195,17 @@ func Lock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any
 	return single(s, lockTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
 }
 
-// LockExec is Lock without the answer, to be sent with Exec on a
-// connection whose backend pid is already known: the statement succeeds once
-// k is held, or fails (lock_timeout, cancel). m.Try must be false.
+// LockExec is Lock for a connection whose backend pid is already known, to
+// be sent with Exec: it returns one empty row if k is now held, none if a
+// try found it taken, so the rows affected say which.
 func LockExec(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
-	return single(s, lockExecTexts[index(m.Shared)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+	return single(s, lockExecTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
 }
 
 // buildLockExec builds the text of LockExec (see single.go).
 func buildLockExec(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
 	b := &builder{style: s}
-	return "SELECT " + b.withTimeout(b.acquire("", m, k), timeout), b.args
+	return "SELECT WHERE " + b.withTimeout(b.acquire("", m, k), timeout), b.args
 }
 
 // buildLock builds the text of Lock (see single.go).
