@@ -58,8 +58,8 @@ type Lease struct {
 	isLost   bool
 	lost     chan struct{} // made on demand by Lost; closed on loss
 	onLost   []*lossFunc
-	timer    *time.Timer   // the next keepalive; nil after Release or a loss
-	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
+	timer    *keepaliveTimer // the next keepalive; nil after Release or a loss
+	pingDone chan struct{}   // non-nil while a keepalive ping runs; closed when it ends
 }
 
 // lossFunc is one AfterLost registration.
@@ -78,7 +78,7 @@ func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid i
 // startKeepalive arms the first keepalive tick.
 func (ls *Lease) startKeepalive() {
 	ls.mu.Lock()
-	ls.timer = time.AfterFunc(ls.l.opts.keepAlive, ls.tick)
+	ls.timer = newKeepaliveTimer(ls, ls.l.opts.keepAlive)
 	ls.mu.Unlock()
 }
 
@@ -194,7 +194,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 	}
 	ls.released = true
 	if ls.timer != nil {
-		ls.timer.Stop()
+		ls.timer.stop()
 		ls.timer = nil
 	}
 	pingDone := ls.pingDone
@@ -235,14 +235,11 @@ func (ls *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	rctx := ctx
-	if ctx.Done() != nil {
+	if ls.l.releaseDeadline {
+		rctx = ls.l.relBound.context(ctx)
+	} else if ctx.Done() != nil {
 		rctx = context.WithoutCancel(ctx)
 	} // else ctx can never be cancelled: use it as it is, one allocation less
-	if ls.l.releaseDeadline {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(rctx, releaseTimeout)
-		defer cancel()
-	}
 	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
 	// Forget the pid before the connection can go back to the pool: another
 	// acquire may get it at once, and must not take it for a pooler's.
@@ -314,7 +311,7 @@ func (ls *Lease) tick() {
 		// A Tx is running on the connection: the keepalive must not send a
 		// statement inside it, and the Tx's own statements watch the
 		// session meanwhile.
-		ls.timer.Reset(ls.l.opts.keepAlive)
+		ls.timer.reset(ls.l.opts.keepAlive)
 		ls.mu.Unlock()
 		return
 	}
@@ -335,7 +332,7 @@ func (ls *Lease) tick() {
 	ls.pingDone = nil
 	close(done)
 	if inTime && err == nil && !ls.released && ls.err == nil {
-		ls.timer.Reset(ls.l.opts.keepAlive)
+		ls.timer.reset(ls.l.opts.keepAlive)
 	}
 	ls.mu.Unlock()
 	if inTime && err != nil {
@@ -375,7 +372,7 @@ func (ls *Lease) lose(cause error) {
 		ls.lost = closedChan
 	}
 	if ls.timer != nil {
-		ls.timer.Stop()
+		ls.timer.stop()
 		ls.timer = nil
 	}
 	fns := ls.onLost

@@ -30,6 +30,7 @@ type Locker struct {
 	// releaseDeadline is whether Release bounds its unlock with a timeout:
 	// only where the driver can enforce one (sqltext.DeadlineInterrupts).
 	releaseDeadline bool
+	relBound        releaseBound
 	// connPIDs, when the driver keeps one backend per connection
 	// (sqltext.KeepsBackend), lets a lock on a known connection skip
 	// asking for the pid; nil otherwise.

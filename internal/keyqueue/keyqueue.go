@@ -22,7 +22,12 @@ import (
 type Queue[K comparable] struct {
 	mu   sync.Mutex
 	keys map[K]*entry[K]
+	free []*entry[K] // entries of idle keys, for reuse (at most maxFree)
 }
+
+// maxFree bounds the entries a Queue keeps for reuse: a key taken and given
+// back, the common case, then costs no allocation for its entry.
+const maxFree = 32
 
 // entry is the state of one key in use.
 type entry[K comparable] struct {
@@ -129,7 +134,12 @@ func (q *Queue[K]) entryLocked(key K) *entry[K] {
 		if q.keys == nil {
 			q.keys = make(map[K]*entry[K])
 		}
-		e = &entry[K]{}
+		if n := len(q.free); n > 0 {
+			e = q.free[n-1]
+			q.free = q.free[:n-1]
+		} else {
+			e = &entry[K]{}
+		}
 		q.keys[key] = e
 	}
 	return e
@@ -255,6 +265,12 @@ func (q *Queue[K]) releaseLocked(t *Ticket[K]) {
 func (q *Queue[K]) dropIfIdleLocked(e *entry[K], key K) {
 	if e.holders == 0 && e.head == nil {
 		delete(q.keys, key)
+		// No ticket refers to e any more (a released ticket never touches
+		// its entry again), so it can serve another key.
+		if len(q.free) < maxFree {
+			*e = entry[K]{}
+			q.free = append(q.free, e)
+		}
 	}
 }
 
