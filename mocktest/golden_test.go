@@ -36,6 +36,8 @@ func TestStatementsGolden(t *testing.T) {
 					add(fmt.Sprintf("%s Lock %+v %v %v", st.name, m, timeout, k), q, a)
 					q, a = sqltext.XactLock(st.style, m, k, timeout)
 					add(fmt.Sprintf("%s XactLock %+v %v %v", st.name, m, timeout, k), q, a)
+					q, a = sqltext.XactLockExec(st.style, m, k, timeout)
+					add(fmt.Sprintf("%s XactLockExec %+v %v %v", st.name, m, timeout, k), q, a)
 					q, a = sqltext.LockExec(st.style, m, k, timeout)
 					add(fmt.Sprintf("%s LockExec %+v %v %v", st.name, m, timeout, k), q, a)
 				}

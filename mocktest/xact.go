@@ -10,29 +10,31 @@ import (
 )
 
 // Expectations for the transaction locks of package txlock. They go between
-// the transaction's ExpectBegin and its ExpectCommit or ExpectRollback. The
+// the transaction's ExpectBegin and its ExpectCommit or ExpectRollback. They
+// expect what txlock sends on a *sql.Tx (or any transaction with an
+// ExecContext method): the single-key locks go with Exec. The
 // mock's own WithLockTimeout does not apply to them (txlock has no default
 // timeout); pass WithLockTimeout to the expectation when the call under test
 // passes txlock.WithLockTimeout.
 
 // ExpectXactLock expects txlock's Lock of key (or Do's), and grants it.
-func (m *Mock) ExpectXactLock(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectXactLock(key keyspace.Key, opts ...Option) *sqlmock.ExpectedExec {
 	return m.expectXact(sqltext.Mode{}, key, xactTimeout(opts), true)
 }
 
 // ExpectXactLockShared expects txlock's LockShared of key, and grants it.
-func (m *Mock) ExpectXactLockShared(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectXactLockShared(key keyspace.Key, opts ...Option) *sqlmock.ExpectedExec {
 	return m.expectXact(sqltext.Mode{Shared: true}, key, xactTimeout(opts), true)
 }
 
 // ExpectXactTryLock expects txlock's TryLock of key and answers acquired.
-func (m *Mock) ExpectXactTryLock(key keyspace.Key, acquired bool) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectXactTryLock(key keyspace.Key, acquired bool) *sqlmock.ExpectedExec {
 	return m.expectXact(sqltext.Mode{Try: true}, key, 0, acquired)
 }
 
 // ExpectXactTryLockShared expects txlock's TryLockShared of key and answers
 // acquired.
-func (m *Mock) ExpectXactTryLockShared(key keyspace.Key, acquired bool) *sqlmock.ExpectedQuery {
+func (m *Mock) ExpectXactTryLockShared(key keyspace.Key, acquired bool) *sqlmock.ExpectedExec {
 	return m.expectXact(sqltext.Mode{Shared: true, Try: true}, key, 0, acquired)
 }
 
@@ -53,22 +55,22 @@ func (m *Mock) ExpectXactLockAllTimeout(timeout time.Duration, keys ...keyspace.
 // ExpectXactLockTimeout expects txlock's Lock of key and fails it as the
 // server does when lock_timeout runs out (SQLSTATE 55P03): Lock returns an
 // error matching txlock.ErrLockTimeout.
-func (m *Mock) ExpectXactLockTimeout(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	q, args := sqltext.XactLock(style, sqltext.Mode{}, key, xactTimeout(opts))
-	return m.expect(q, args).WillReturnError(lockTimeoutError())
+func (m *Mock) ExpectXactLockTimeout(key keyspace.Key, opts ...Option) *sqlmock.ExpectedExec {
+	q, args := sqltext.XactLockExec(style, sqltext.Mode{}, key, xactTimeout(opts))
+	return m.expectExec(q, args).WillReturnError(lockTimeoutError())
 }
 
 // ExpectXactLockConnLost expects txlock's Lock of key and loses the
 // connection under it: Lock returns an error, and so does the transaction's
 // end.
-func (m *Mock) ExpectXactLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	q, args := sqltext.XactLock(style, sqltext.Mode{}, key, xactTimeout(opts))
-	return m.expect(q, args).WillReturnError(connLostError())
+func (m *Mock) ExpectXactLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.ExpectedExec {
+	q, args := sqltext.XactLockExec(style, sqltext.Mode{}, key, xactTimeout(opts))
+	return m.expectExec(q, args).WillReturnError(connLostError())
 }
 
-func (m *Mock) expectXact(mode sqltext.Mode, key keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {
-	q, args := sqltext.XactLock(style, mode, key, timeout)
-	return m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"acquired"}).AddRow(acquired))
+func (m *Mock) expectXact(mode sqltext.Mode, key keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedExec {
+	q, args := sqltext.XactLockExec(style, mode, key, timeout)
+	return m.expectExec(q, args).WillReturnResult(sqlmock.NewResult(0, rowCount(acquired)))
 }
 
 // xactTimeout is the timeout of a transaction-lock expectation: only what is

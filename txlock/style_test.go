@@ -63,8 +63,8 @@ func TestStyle(t *testing.T) {
 			}
 			defer db.Close()
 			mock.ExpectBegin()
-			q, args := sqltext.XactLock(c.style, sqltext.Mode{}, key, time.Second)
-			e := mock.ExpectQuery(q).WillReturnRows(sqlmock.NewRows([]string{"ok"}).AddRow(true))
+			q, args := sqltext.XactLockExec(c.style, sqltext.Mode{}, key, time.Second)
+			e := mock.ExpectExec(q).WillReturnResult(sqlmock.NewResult(0, 1))
 			if len(args) > 0 {
 				e.WithArgs(driverValues(args)...)
 			} else {

@@ -16,7 +16,10 @@ import (
 )
 
 // Querier is what the lock functions need of a transaction: one method that
-// runs a query returning one row. *sql.Tx and *sqlx.Tx satisfy it. The value
+// runs a query returning one row. *sql.Tx and *sqlx.Tx satisfy it. When the
+// value also has ExecContext (as they do), the single-key locks are sent
+// with it and read the rows affected, which costs less than a result set.
+// The value
 // must run every call inside the same open transaction; a value that can
 // begin transactions itself (a *sql.DB, *sqlx.DB or *sql.Conn) is rejected
 // with ErrNotTransaction.
@@ -153,12 +156,32 @@ func tryOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.K
 	if o.try {
 		timeout = 0 // a try does not wait: no lock_timeout to set and restore
 	}
-	q, args := sqltext.XactLock(style, sqltext.Mode{Shared: o.shared, Try: o.try}, key, timeout)
+	m := sqltext.Mode{Shared: o.shared, Try: o.try}
+	if ex, isExecer := tx.(execer); isExecer {
+		// The rows affected say whether the lock was taken: no result set.
+		q, args := sqltext.XactLockExec(style, m, key, timeout)
+		res, err := ex.ExecContext(ctx, q, args...)
+		var n int64
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		if err != nil {
+			return false, fail(ctx, "lock "+key.String(), err)
+		}
+		return n == 1, nil
+	}
+	q, args := sqltext.XactLock(style, m, key, timeout)
 	var ok bool
 	if err := tx.QueryRowContext(ctx, q, args...).Scan(&ok); err != nil {
 		return false, fail(ctx, "lock "+key.String(), err)
 	}
 	return ok, nil
+}
+
+// execer is the optional method of a transaction that lets a lock go with
+// Exec (*sql.Tx and *sqlx.Tx have it; a Querier without it gets a query).
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 // LockAll takes every key in exclusive mode for the rest of the transaction,

@@ -8,7 +8,7 @@ import (
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// The statements of one key (Lock, LockExec, Unlock, XactLock) are on the hot path of
+// The statements of one key (Lock, LockExec, Unlock, XactLock, XactLockExec) are on the hot path of
 // every lease and every request through the middleware, so their text is
 // built once, in the Params style, for each shape: the text of a statement
 // depends on the mode, on whether the key is a pair and on whether there is
@@ -22,6 +22,7 @@ var (
 	unlockTexts [2][2]string       // [shared][pair]
 
 	lockExecTexts [2][2][2][2]string // [shared][try][pair][timeout]
+	xactExecTexts [2][2][2][2]string // [shared][try][pair][timeout]
 )
 
 func init() {
@@ -35,6 +36,7 @@ func init() {
 					lockTexts[sh][try][p][t], _ = buildLock(Params, m, k, d)
 					xactTexts[sh][try][p][t], _ = buildXactLock(Params, m, k, d)
 					lockExecTexts[sh][try][p][t], _ = buildLockExec(Params, m, k, d)
+					xactExecTexts[sh][try][p][t], _ = buildXactLockExec(Params, m, k, d)
 				}
 				unlockTexts[sh][p], _ = buildUnlock(Params, m.Shared, k)
 			}

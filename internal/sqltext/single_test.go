@@ -31,6 +31,11 @@ func TestSingleMatchesBuilders(t *testing.T) {
 				func(s Style, k keyspace.Key, d time.Duration) (string, []any) { return buildLock(s, m, k, d) }},
 			pair{"XactLock", func(s Style, k keyspace.Key, d time.Duration) (string, []any) { return XactLock(s, m, k, d) },
 				func(s Style, k keyspace.Key, d time.Duration) (string, []any) { return buildXactLock(s, m, k, d) }},
+			pair{"XactLockExec", func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
+				return XactLockExec(s, m, k, d)
+			}, func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
+				return buildXactLockExec(s, m, k, d)
+			}},
 			pair{"LockExec", func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
 				return LockExec(s, m, k, d)
 			}, func(s Style, k keyspace.Key, d time.Duration) (string, []any) {

@@ -11,7 +11,7 @@ package sqltext
 
 import (
 	"database/sql/driver"
-	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -49,7 +49,15 @@ func StyleOf(d driver.Driver) Style {
 func DeadlineInterrupts(d driver.Driver) bool { return !isLibPQ(d) }
 
 // isLibPQ reports whether d is lib/pq's driver (without importing it).
-func isLibPQ(d driver.Driver) bool { return fmt.Sprintf("%T", d) == "*pq.Driver" }
+func isLibPQ(d driver.Driver) bool { return typeName(d) == "*pq.Driver" }
+
+// typeName is fmt's %T of d, without fmt's allocations.
+func typeName(d driver.Driver) string {
+	if d == nil {
+		return "<nil>"
+	}
+	return reflect.TypeOf(d).String()
+}
 
 // KeepsBackend reports whether every connection of d talks to one server
 // backend for its whole life, so that the backend pid learnt once stays
@@ -57,7 +65,7 @@ func isLibPQ(d driver.Driver) bool { return fmt.Sprintf("%T", d) == "*pq.Driver"
 // for either, which the keepalive of a lease catches). False for any other
 // driver, such as go-sqlmock or an unknown wrapper.
 func KeepsBackend(d driver.Driver) bool {
-	switch fmt.Sprintf("%T", d) {
+	switch typeName(d) {
 	case "*pq.Driver", "*stdlib.Driver":
 		return true
 	}
@@ -237,6 +245,23 @@ func buildUnlock(s Style, shared bool, k keyspace.Key) (string, []any) {
 // the transaction's own lock_timeout is put back in the same statement.
 func XactLock(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
 	return single(s, xactTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// XactLockExec is XactLock to be sent with Exec: it returns one empty row if
+// k is now held, none if a try found it taken, so the rows affected say
+// which (Exec costs the driver and database/sql no result set).
+func XactLockExec(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
+	return single(s, xactExecTexts[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// buildXactLockExec builds the text of XactLockExec (see single.go).
+func buildXactLockExec(s Style, m Mode, k keyspace.Key, timeout time.Duration) (string, []any) {
+	b := &builder{style: s}
+	expr := b.acquire("xact_", m, k)
+	if timeout <= 0 {
+		return "SELECT WHERE " + expr, b.args
+	}
+	return "SELECT WHERE (" + b.restoring(expr, timeout) + ")", b.args
 }
 
 // buildXactLock builds the text of XactLock (see single.go).
