@@ -2,50 +2,71 @@ package advisory
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// keepaliveTimer is the timer of a lease's keepalive. Timers are reused
-// from lease to lease (a lease released before its first ping, the common
-// case, gives its timer back), so that taking a lock costs no timer
-// allocation.
-type keepaliveTimer struct {
-	t  *time.Timer
-	ls atomic.Pointer[Lease] // the lease served; nil while pooled
+// keepalives schedules the keepalive pings of a Locker's leases on one
+// shared timer instead of a timer per lease: taking a lock then costs a map
+// insertion instead of a timer (whose arming can wake the runtime's network
+// poller with a system call on every acquire). While any lease is held the
+// timer fires every quarter of the keepalive interval and starts, each on a
+// goroutine of its own, the pings that are due; so a lease is pinged between
+// one and one and a quarter intervals after its grant or its last ping. With
+// no lease held the timer stops.
+type keepalives struct {
+	mu     sync.Mutex
+	due    map[*Lease]time.Time // when each watched lease pings next
+	timer  *time.Timer
+	armed  bool
+	period time.Duration
 }
 
-var keepaliveTimers sync.Pool
-
-// newKeepaliveTimer arms a timer that runs ls.tick after d.
-func newKeepaliveTimer(ls *Lease, d time.Duration) *keepaliveTimer {
-	if kt, ok := keepaliveTimers.Get().(*keepaliveTimer); ok {
-		kt.ls.Store(ls)
-		kt.t.Reset(d)
-		return kt
+// watch schedules ls's next ping one interval from now.
+func (k *keepalives) watch(ls *Lease, interval time.Duration) {
+	next := time.Now().Add(interval)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.due == nil {
+		k.due = make(map[*Lease]time.Time)
+		k.period = max(interval/4, time.Millisecond)
 	}
-	kt := &keepaliveTimer{}
-	kt.ls.Store(ls)
-	kt.t = time.AfterFunc(d, kt.fire)
-	return kt
-}
-
-// fire runs the tick of the lease served.
-func (kt *keepaliveTimer) fire() {
-	if ls := kt.ls.Load(); ls != nil {
-		ls.tick()
+	k.due[ls] = next
+	if !k.armed {
+		k.armed = true
+		if k.timer == nil {
+			k.timer = time.AfterFunc(k.period, k.sweep)
+		} else {
+			k.timer.Reset(k.period)
+		}
 	}
 }
 
-// reset arms the timer again, for the same lease.
-func (kt *keepaliveTimer) reset(d time.Duration) { kt.t.Reset(d) }
+// unwatch cancels ls's next ping (a ping already started runs to its end).
+func (k *keepalives) unwatch(ls *Lease) {
+	k.mu.Lock()
+	delete(k.due, ls)
+	k.mu.Unlock()
+}
 
-// stop stops the timer. If that kept it from firing (so it never will for
-// this lease) it goes back to the pool; if it already fired, its tick may
-// still be running and it is left to the garbage collector.
-func (kt *keepaliveTimer) stop() {
-	if kt.t.Stop() {
-		kt.ls.Store(nil)
-		keepaliveTimers.Put(kt)
+// sweep starts the pings that are due and arms the next sweep while leases
+// are watched or pinging.
+func (k *keepalives) sweep() {
+	now := time.Now()
+	var start []*Lease
+	k.mu.Lock()
+	for ls, t := range k.due {
+		if !t.After(now) {
+			start = append(start, ls)
+			delete(k.due, ls) // watched again when its ping succeeds
+		}
+	}
+	if len(k.due) > 0 || len(start) > 0 {
+		k.timer.Reset(k.period)
+	} else {
+		k.armed = false
+	}
+	k.mu.Unlock()
+	for _, ls := range start {
+		go ls.tick()
 	}
 }

@@ -58,16 +58,17 @@ type Lease struct {
 	isLost   bool
 	lost     chan struct{} // made on demand by Lost; closed on loss
 	onLost   []*lossFunc
-	timer    *keepaliveTimer // the next keepalive; nil after Release or a loss
-	pingDone chan struct{}   // non-nil while a keepalive ping runs; closed when it ends
+	watched  bool          // a keepalive ping is scheduled (Locker.keepalives)
+	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
 }
 
 // lossFunc is one AfterLost registration.
 type lossFunc struct{ f func(error) }
 
-// newLease returns a held lease and starts its keepalive. The keepalive is a
-// timer, not a goroutine: a ping runs on the timer's own goroutine, once per
-// interval, and nothing runs between pings.
+// newLease returns a held lease and starts its keepalive. The keepalive costs
+// no goroutine and no timer of its own: the Locker's keepalive sweep
+// (keepalives) starts each ping on a goroutine that ends with it, and nothing
+// runs between pings.
 func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid int, tokens []int64) *Lease {
 	now := time.Now()
 	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: now, serverGrant: now, tokens: tokens}
@@ -75,10 +76,11 @@ func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid i
 	return ls
 }
 
-// startKeepalive arms the first keepalive tick.
+// startKeepalive schedules the first keepalive ping.
 func (ls *Lease) startKeepalive() {
 	ls.mu.Lock()
-	ls.timer = newKeepaliveTimer(ls, ls.l.opts.keepAlive)
+	ls.watched = true
+	ls.l.ka.watch(ls, ls.l.opts.keepAlive)
 	ls.mu.Unlock()
 }
 
@@ -193,9 +195,9 @@ func (ls *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("advisory: release %v: %w", keyArg(ls.keys), ErrReleased)
 	}
 	ls.released = true
-	if ls.timer != nil {
-		ls.timer.stop()
-		ls.timer = nil
+	if ls.watched {
+		ls.l.ka.unwatch(ls)
+		ls.watched = false
 	}
 	pingDone := ls.pingDone
 	ls.mu.Unlock()
@@ -300,7 +302,8 @@ func (ls *Lease) handoff() bool {
 	return true
 }
 
-// tick runs one keepalive ping on the timer's goroutine and arms the next.
+// tick runs one keepalive ping, on a goroutine of its own started by the
+// Locker's keepalive sweep, and schedules the next.
 func (ls *Lease) tick() {
 	ls.mu.Lock()
 	if ls.released || ls.err != nil {
@@ -311,7 +314,7 @@ func (ls *Lease) tick() {
 		// A Tx is running on the connection: the keepalive must not send a
 		// statement inside it, and the Tx's own statements watch the
 		// session meanwhile.
-		ls.timer.reset(ls.l.opts.keepAlive)
+		ls.l.ka.watch(ls, ls.l.opts.keepAlive)
 		ls.mu.Unlock()
 		return
 	}
@@ -332,7 +335,7 @@ func (ls *Lease) tick() {
 	ls.pingDone = nil
 	close(done)
 	if inTime && err == nil && !ls.released && ls.err == nil {
-		ls.timer.reset(ls.l.opts.keepAlive)
+		ls.l.ka.watch(ls, ls.l.opts.keepAlive)
 	}
 	ls.mu.Unlock()
 	if inTime && err != nil {
@@ -371,9 +374,9 @@ func (ls *Lease) lose(cause error) {
 	} else {
 		ls.lost = closedChan
 	}
-	if ls.timer != nil {
-		ls.timer.stop()
-		ls.timer = nil
+	if ls.watched {
+		ls.l.ka.unwatch(ls)
+		ls.watched = false
 	}
 	fns := ls.onLost
 	ls.onLost = nil

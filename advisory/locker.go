@@ -31,6 +31,8 @@ type Locker struct {
 	// only where the driver can enforce one (sqltext.DeadlineInterrupts).
 	releaseDeadline bool
 	relBound        releaseBound
+	// ka schedules the keepalive pings of every lease.
+	ka keepalives
 	// connPIDs, when the driver keeps one backend per connection
 	// (sqltext.KeepsBackend), lets a lock on a known connection skip
 	// asking for the pid; nil otherwise.
