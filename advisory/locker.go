@@ -312,6 +312,9 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys 
 			return 0, pid, nil, nil
 		case token.Valid:
 			return 1, pid, []int64{token.Int64}, nil
+		case l.opts.fencing:
+			// Granted without a token: only a missing epoch row does that.
+			return 1, pid, nil, fmt.Errorf("advisory: lock %v: %w", keys[0], ErrNoFenceEpoch)
 		}
 		return 1, pid, nil, nil
 	}
@@ -328,6 +331,9 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys 
 			if tokens, err = parseTokens(list.String, len(keys)); err != nil {
 				return 0, pid, nil, err
 			}
+		} else if n == int64(len(keys)) {
+			// All granted without tokens: only a missing epoch row does that.
+			return int(n), pid, nil, fmt.Errorf("advisory: lock %v: %w", keyArg(keys), ErrNoFenceEpoch)
 		}
 	} else {
 		q, args := sqltext.LockAll(l.style, m, keys, timeout)

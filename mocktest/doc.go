@@ -40,7 +40,7 @@
 //
 // For a Locker with advisory.WithFencing, give New WithFencing with the same
 // table: the acquire expectations then expect the fenced statements and hand
-// out tokens as a fresh counter table does (1, 2, 3, ... per key; Token tells
+// out tokens as a fresh counter table does (1<<40 + 1, 1<<40 + 2, ... per key; Token tells
 // the latest), and ExpectLockNoFenceTable fails an acquire as a missing table
 // does (advisory.ErrNoFenceTable).
 //

@@ -59,7 +59,15 @@ func TestStatementsGolden(t *testing.T) {
 		}
 	}
 	add("Ping", sqltext.Ping, nil)
-	add("FenceTable", sqltext.FenceTable(`"pgadvisory_fence"`), nil)
+	for i, q := range sqltext.FenceTable(`"pgadvisory_fence"`) {
+		add(fmt.Sprintf("FenceTable %d", i), q, nil)
+	}
+	for _, st := range []sqltext.Style{sqltext.Params, sqltext.Inline} {
+		for _, k := range keys {
+			q, a := sqltext.FenceCurrent(st, k, `"pgadvisory_fence"`)
+			add(fmt.Sprintf("FenceCurrent %v %v", st, k), q, a)
+		}
+	}
 	add("UnlockAll", sqltext.UnlockAll, nil)
 
 	path := filepath.Join("testdata", "statements.golden")
