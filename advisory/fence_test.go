@@ -203,7 +203,8 @@ func TestFencingTimeZones(t *testing.T) {
 // TestFencingMonotonic: 8 connections take four keys over and over; the tokens,
 // in the order the holders got the lock, strictly increase (8 x 1,000 by
 // default, the count, spread over four keys so that their commits
-// share WAL flushes); each key counts on its own from 1.
+// share WAL flushes); each key counts on its own from the epoch's first
+// token, E<<40 + 1.
 func TestFencingMonotonic(t *testing.T) {
 	const conns = 8
 	per := 1000 // the count; PGADVISORY_FENCE_ACQUISITIONS overrides it
