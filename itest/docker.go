@@ -283,7 +283,8 @@ func (ds *dockerServer) kill(_ context.Context, pid int) error {
 	if pid <= 1 {
 		return fmt.Errorf("itest: %d is no backend", pid)
 	}
-	code, err := ds.res.Exec([]string{"kill", "-KILL", strconv.Itoa(pid)}, dockertest.ExecOptions{})
+	// The shell's kill: the image may have no kill binary.
+	code, err := ds.res.Exec([]string{"/bin/sh", "-c", "kill -KILL " + strconv.Itoa(pid)}, dockertest.ExecOptions{})
 	if err != nil {
 		return fmt.Errorf("itest: docker exec kill: %w", err)
 	}
