@@ -105,7 +105,9 @@
 // mode, with lock_timeout folded in when WithLockTimeout is set); TryLock and
 // TryLockShared send sqltext.Lock in try mode; LockAll sends sqltext.LockAll
 // for two or more keys (with WithFencing: sqltext.LockFenced and
-// sqltext.LockAllFenced instead); Release sends sqltext.Unlock (one key) or
+// sqltext.LockAllFenced instead, which lib/pq sends as a session-level
+// prepared statement, EXECUTE, with one PREPARE the first time a session
+// needs it: their text costs more to plan than to run); Release sends sqltext.Unlock (one key) or
 // sqltext.UnlockMany (several keys, one round trip), on the same connection. When Hooks.Contended is set, Lock and LockAll first try
 // (try mode), report contention if refused, and then wait: one more round
 // trip, but only under contention and only when that hook is asked for

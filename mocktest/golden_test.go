@@ -43,6 +43,17 @@ func TestStatementsGolden(t *testing.T) {
 				add(fmt.Sprintf("%s LockFenced %+v %v", st.name, m, timeout), q, a)
 				q, a = sqltext.LockAllFenced(st.style, m, keys, timeout, `"pgadvisory_fence"`)
 				add(fmt.Sprintf("%s LockAllFenced %+v %v", st.name, m, timeout), q, a)
+				if st.style == sqltext.Params {
+					// What lib/pq sends instead of the fenced statements'
+					// text (advisory's Locker.fencedRow).
+					q, a = sqltext.LockFenced(st.style, m, keys[1], timeout, `"public"."fence"`)
+					p := sqltext.PrepareFenced(q, a)
+					add(fmt.Sprintf("prepared LockFenced %+v %v", m, timeout), p.Execute, nil)
+					add(fmt.Sprintf("prepared LockFenced %+v %v: prepare", m, timeout), p.Prepare, nil)
+					q, a = sqltext.LockAllFenced(st.style, m, keys, timeout, `"pgadvisory_fence"`)
+					p = sqltext.PrepareFenced(q, a)
+					add(fmt.Sprintf("prepared LockAllFenced %+v %v", m, timeout), p.Execute, nil)
+				}
 				q, a = sqltext.XactLockAll(st.style, m, keys, timeout)
 				add(fmt.Sprintf("%s XactLockAll %+v %v", st.name, m, timeout), q, a)
 			}

@@ -1,6 +1,9 @@
 package sqltext
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -190,4 +193,51 @@ func FenceTable(table string) []string {
 			"kind int2 NOT NULL CHECK (kind IN (0, 1, 2)), key int8 NOT NULL, token int8 NOT NULL, boot text, PRIMARY KEY (kind, key))",
 		"INSERT INTO " + table + " (kind, key, token, boot) VALUES (0, 0, 0, NULL) ON CONFLICT (kind, key) DO NOTHING",
 	}
+}
+
+// Prepared is a fenced statement as a session-level prepared statement, for
+// drivers that would otherwise send its text to be planned on every call
+// (lib/pq, with the Inline style). The fenced statements cost far more to
+// plan than to run (measured here: about 0.2 ms of planning, 0.1 ms of
+// execution, on a statement that a prepared generic plan runs without
+// planning), so such drivers send Execute, and when the session does not
+// know the name yet (SQLSTATE 26000), Prepare and then Execute again. The
+// name is derived from the text, so every session prepares each statement
+// at most once and nothing needs to be tracked on the client.
+type Prepared struct {
+	Name    string // pgadvisory_fence_ and 16 hex digits of the text's SHA-256
+	Prepare string // PREPARE Name AS the statement
+	Execute string // EXECUTE Name(the arguments as quoted literals)
+}
+
+// PrepareFenced makes the Prepared form of q, a statement built in the
+// Params style (its $n placeholders carry their types as casts), with its
+// arguments args (int64 and strings of digits, signs, commas, braces and
+// t/f, as the builders make them).
+func PrepareFenced(q string, args []any) Prepared {
+	sum := sha256.Sum256([]byte(q))
+	name := "pgadvisory_fence_" + hex.EncodeToString(sum[:8])
+	var b strings.Builder
+	b.WriteString("EXECUTE " + name)
+	for i, a := range args {
+		if i == 0 {
+			b.WriteByte('(')
+		} else {
+			b.WriteString(", ")
+		}
+		var lit string
+		switch v := a.(type) {
+		case int64:
+			lit = strconv.FormatInt(v, 10)
+		case string:
+			lit = v
+		default:
+			lit = fmt.Sprint(v)
+		}
+		b.WriteString("'" + strings.ReplaceAll(lit, "'", "''") + "'")
+	}
+	if len(args) > 0 {
+		b.WriteByte(')')
+	}
+	return Prepared{Name: name, Prepare: "PREPARE " + name + " AS " + q, Execute: b.String()}
 }
