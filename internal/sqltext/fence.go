@@ -62,9 +62,9 @@ const FenceLifetime = "(to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', '
 	"coalesce(to_char(pg_stat_get_bgwriter_stat_reset_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '-'))"
 
 // fenceEpoch renders the two CTEs every token-taking statement shares, for
-// table (a quoted identifier). gate, if not empty, is "FROM-item WHERE-
-// condition" pair that must hold for a token to be taken (the lock was
-// granted); its FROM item is joined in.
+// table (a quoted identifier). gateFrom and gateCond, if not empty, are a
+// FROM item joined in and a condition on it that must hold for a token to
+// be taken (the lock was granted).
 //
 //   - e reads the epoch row as the statement's snapshot sees it (no row
 //     lock): epoch is the epoch this statement's tokens belong to, stale is
