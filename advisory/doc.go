@@ -75,12 +75,18 @@
 //     with ErrLockLost; a commit that succeeded happened while the lock was
 //     held. The keepalive never sends a statement inside such a transaction.
 //   - WithFencing makes every acquisition return a token (Lease.Token,
-//     Lease.Tokens), strictly increasing per key across holders, processes
-//     and server restarts, bumped in a counter table in the same statement as
-//     the acquire (no extra round trip). Stores outside this database take a
-//     write only with a token at least as high as the highest they have seen.
-//     Create the table once with CreateFenceTable (or FenceTableSQL in a
-//     migration); without it acquisitions fail with ErrNoFenceTable.
+//     Lease.Tokens), strictly increasing per key across holders, processes,
+//     server restarts and crashes, bumped in a counter table in the same
+//     statement as the acquire (no extra round trip). Stores outside this
+//     database take a write only with a token at least as high as the
+//     highest they have seen. A token is epoch<<40 | counter and only its
+//     order means something: the counter commits asynchronously (no WAL
+//     flush per lock), and the epoch, bumped durably at the first token of
+//     every server lifetime (restart, crash recovery, failover), puts every
+//     token after a crash above the ones a crash may have lost. Create the
+//     table once with CreateFenceTable (or FenceTableSQL in a migration);
+//     without it acquisitions fail with ErrNoFenceTable. WithFencing has the
+//     details: the layout, the bounds, shared holders.
 //
 // # Poolers
 //
@@ -99,7 +105,9 @@
 // mode, with lock_timeout folded in when WithLockTimeout is set); TryLock and
 // TryLockShared send sqltext.Lock in try mode; LockAll sends sqltext.LockAll
 // for two or more keys (with WithFencing: sqltext.LockFenced and
-// sqltext.LockAllFenced instead); Release sends sqltext.Unlock (one key) or
+// sqltext.LockAllFenced instead, which lib/pq sends as a session-level
+// prepared statement, EXECUTE, with one PREPARE the first time a session
+// needs it: their text costs more to plan than to run); Release sends sqltext.Unlock (one key) or
 // sqltext.UnlockMany (several keys, one round trip), on the same connection. When Hooks.Contended is set, Lock and LockAll first try
 // (try mode), report contention if refused, and then wait: one more round
 // trip, but only under contention and only when that hook is asked for

@@ -153,8 +153,10 @@ func ExampleLease_Tx() {
 	})
 	fmt.Println("write:", err)
 	// A write elsewhere carries the token; that store rejects lower ones.
-	fmt.Println("token:", lease.Token())
+	// Only the order of tokens means something: a token is epoch<<40 |
+	// counter, here the first of epoch 1.
+	fmt.Println("token:", lease.Token(), "epoch:", lease.Token()>>40, "counter:", lease.Token()&(1<<40-1))
 	// Output:
 	// write: <nil>
-	// token: 1
+	// token: 1099511627777 epoch: 1 counter: 1
 }

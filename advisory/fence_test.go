@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,10 +70,15 @@ func TestFencing(t *testing.T) {
 			other := keyspace.Pair(5, 6)
 			all := next(l.LockAll(ctx, other, key))
 			// Sorted: the bigint key first, then the pair; keys count
-			// independently, so the pair's first token is 1.
+			// independently, so the pair's first token is the first of the
+			// epoch, whatever key did before.
 			toks := all.Tokens()
-			if ks := all.Keys(); len(toks) != 2 || ks[0] != key || toks[0] != all.Token() || toks[1] != 1 {
-				t.Fatalf("keys %v tokens %v token %d", ks, toks, all.Token())
+			first := epochOf(t, e.db, table)<<40 + 1
+			if ks := all.Keys(); len(toks) != 2 || ks[0] != key || toks[0] != all.Token() || toks[1] != first {
+				t.Fatalf("keys %v tokens %v token %d; want the pair's first token %d", ks, toks, all.Token(), first)
+			}
+			if a.Token() != first {
+				t.Fatalf("key's first token %d, want %d", a.Token(), first)
 			}
 			if err := all.Release(ctx); err != nil {
 				t.Fatal(err)
@@ -86,10 +92,119 @@ func TestFencing(t *testing.T) {
 	})
 }
 
+// epochOf reads the epoch row of a fencing table ("" for the default).
+func epochOf(t *testing.T, db *sql.DB, table string) int64 {
+	t.Helper()
+	if table == "" {
+		table = advisory.DefaultFenceTable
+	}
+	var epoch int64
+	if err := db.QueryRow("SELECT token FROM " + table + " WHERE kind = 0 AND key = 0").Scan(&epoch); err != nil {
+		t.Fatalf("epoch of %s: %v", table, err)
+	}
+	return epoch
+}
+
+// TestFencingTableErrors: a table without its epoch row, and a table of the
+// earlier layout, fail with errors that name the fix, from the acquire and
+// from CreateFenceTable; CreateFenceTable puts a missing epoch row back.
+func TestFencingTableErrors(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		ctx := timeout(t, 60*time.Second)
+		key := testKey(t)
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence WHERE kind = 0"); err != nil {
+			t.Fatal(err)
+		}
+		l := advisory.New(e.db, advisory.WithFencing(""))
+		for _, lock := range []func() (*advisory.Lease, error){
+			func() (*advisory.Lease, error) { return l.Lock(ctx, key) },
+			func() (*advisory.Lease, error) { return l.TryLock(ctx, key) },
+			func() (*advisory.Lease, error) { return l.LockAll(ctx, key, keyspace.Pair(7, 8)) },
+		} {
+			if _, err := lock(); !errors.Is(err, advisory.ErrNoFenceEpoch) || !strings.Contains(err.Error(), "CreateFenceTable") {
+				t.Fatalf("without the epoch row: %v, want ErrNoFenceEpoch naming CreateFenceTable", err)
+			}
+		}
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		lease, err := l.Lock(ctx, key)
+		if err != nil {
+			t.Fatalf("after CreateFenceTable again: %v", err)
+		}
+		lease.Release(ctx)
+
+		// The layout before epochs: (key, pair, token).
+		if _, err := e.db.ExecContext(ctx, "CREATE TABLE old_fence (key int8 NOT NULL, pair bool NOT NULL, token int8 NOT NULL, PRIMARY KEY (key, pair))"); err != nil {
+			t.Fatal(err)
+		}
+		if err := advisory.CreateFenceTable(ctx, e.db, "old_fence"); !errors.Is(err, advisory.ErrFenceLayout) {
+			t.Fatalf("CreateFenceTable on the old layout = %v, want ErrFenceLayout", err)
+		}
+		if _, err := advisory.New(e.db, advisory.WithFencing("old_fence")).Lock(ctx, key); !errors.Is(err, advisory.ErrFenceLayout) {
+			t.Fatalf("Lock on the old layout = %v, want ErrFenceLayout", err)
+		}
+	})
+}
+
+// TestFencingTimeZones: sessions with different TimeZone and DateStyle
+// settings agree on the server lifetime, so they share one epoch (a plain
+// pg_postmaster_start_time()::text does not: shown here too).
+func TestFencingTimeZones(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		ctx := timeout(t, 60*time.Second)
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		l := advisory.New(e.db, advisory.WithFencing(""))
+		key := testKey(t)
+		var texts []string
+		var last int64
+		for i, tz := range []string{"UTC", "Asia/Tokyo", "America/Los_Angeles"} {
+			style := []string{"ISO, MDY", "SQL, DMY", "Postgres, MDY"}[i]
+			if _, err := e.db.ExecContext(ctx, "ALTER DATABASE "+e.dbname+" SET TimeZone = '"+tz+"'"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.db.ExecContext(ctx, "ALTER DATABASE "+e.dbname+" SET DateStyle = '"+style+"'"); err != nil {
+				t.Fatal(err)
+			}
+			e.db.SetMaxIdleConns(0) // close the sessions: new ones take the settings
+			e.db.SetMaxIdleConns(2)
+			var text string
+			if err := e.db.QueryRowContext(ctx, "SELECT pg_postmaster_start_time()::text").Scan(&text); err != nil {
+				t.Fatal(err)
+			}
+			texts = append(texts, text)
+			lease, err := l.Lock(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lease.Token() != last+1 && last != 0 {
+				t.Fatalf("TimeZone %s: token %d after %d: the epoch moved", tz, lease.Token(), last)
+			}
+			last = lease.Token()
+			lease.Release(ctx)
+		}
+		if epoch := epochOf(t, e.db, ""); epoch != 1 {
+			t.Fatalf("epoch %d after three TimeZones, want 1", epoch)
+		}
+		if texts[0] == texts[1] {
+			t.Fatalf("pg_postmaster_start_time()::text %q is the same under two TimeZones: the check shows nothing", texts[0])
+		}
+		t.Logf("::text under three TimeZones: %q; one epoch for all", texts)
+	})
+}
+
 // TestFencingMonotonic: 8 connections take four keys over and over; the tokens,
 // in the order the holders got the lock, strictly increase (8 x 1,000 by
 // default, the count, spread over four keys so that their commits
-// share WAL flushes); each key counts on its own from 1.
+// share WAL flushes); each key counts on its own from the epoch's first
+// token, E<<40 + 1.
 func TestFencingMonotonic(t *testing.T) {
 	const conns = 8
 	per := 1000 // the count; PGADVISORY_FENCE_ACQUISITIONS overrides it
@@ -138,15 +253,17 @@ func TestFencingMonotonic(t *testing.T) {
 					t.Fatalf("key %v: token %d after %d", keys[k], seq[i], seq[i-1])
 				}
 			}
-			if len(seq) > 0 && (seq[0] != 1 || seq[len(seq)-1] != int64(len(seq))) {
-				t.Fatalf("key %v: tokens from %d to %d for %d acquisitions", keys[k], seq[0], seq[len(seq)-1], len(seq))
+			// One server lifetime, no crash: each key counts from the
+			// epoch's first token without gaps.
+			if first := epochOf(t, e.db, "")<<40 + 1; len(seq) > 0 && (seq[0] != first || seq[len(seq)-1] != first+int64(len(seq))-1) {
+				t.Fatalf("key %v: tokens from %d to %d for %d acquisitions (epoch's first token %d)", keys[k], seq[0], seq[len(seq)-1], len(seq), first)
 			}
 		}
 		counts := make([]int, len(seqs))
 		for k, seq := range seqs {
 			counts[k] = len(seq)
 		}
-		t.Logf("%d acquisitions from %d connections in %v: tokens strictly increasing per key, each key from 1 (acquisitions per key %v)",
+		t.Logf("%d acquisitions from %d connections in %v: tokens strictly increasing per key, each key from the epoch's first token (acquisitions per key %v)",
 			total, conns, time.Since(start).Round(time.Millisecond), counts)
 		if !slices.IsSorted(seqs[0]) {
 			t.Fatal("unsorted")

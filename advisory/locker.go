@@ -339,8 +339,8 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 		var ok bool
 		var token sql.NullInt64
 		if l.opts.fencing {
-			q, args := sqltext.LockFenced(l.style, m, keys[0], timeout, l.opts.fenceTable)
-			if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid, &token); err != nil {
+			q, args := sqltext.LockFenced(sqltext.Params, m, keys[0], timeout, l.opts.fenceTable)
+			if err := l.fencedRow(ctx, conn, q, args, &ok, &pid, &token); err != nil {
 				return 0, 0, nil, fenceError(err)
 			}
 		} else {
@@ -354,6 +354,9 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 			return 0, pid, nil, nil
 		case token.Valid:
 			return 1, pid, []int64{token.Int64}, nil
+		case l.opts.fencing:
+			// Granted without a token: only a missing epoch row does that.
+			return 1, pid, nil, fmt.Errorf("advisory: lock %v: %w", keys[0], ErrNoFenceEpoch)
 		}
 		return 1, pid, nil, nil
 	}
@@ -361,8 +364,8 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 	var tokens []int64
 	if l.opts.fencing {
 		var list sql.NullString
-		q, args := sqltext.LockAllFenced(l.style, m, keys, timeout, l.opts.fenceTable)
-		if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid, &list); err != nil {
+		q, args := sqltext.LockAllFenced(sqltext.Params, m, keys, timeout, l.opts.fenceTable)
+		if err := l.fencedRow(ctx, conn, q, args, &n, &pid, &list); err != nil {
 			return 0, 0, nil, fenceError(err)
 		}
 		if list.Valid {
@@ -370,6 +373,9 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 			if tokens, err = parseTokens(list.String, len(keys)); err != nil {
 				return 0, pid, nil, err
 			}
+		} else if n == int64(len(keys)) {
+			// All granted without tokens: only a missing epoch row does that.
+			return int(n), pid, nil, fmt.Errorf("advisory: lock %v: %w", keyArg(keys), ErrNoFenceEpoch)
 		}
 	} else {
 		q, args := sqltext.LockAll(l.style, m, keys, timeout)
@@ -381,6 +387,29 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 		return 0, pid, nil, fmt.Errorf("advisory: server reported %d keys taken of %d", n, len(keys))
 	}
 	return int(n), pid, tokens, nil
+}
+
+// fencedRow runs a fenced acquire statement q (built in the Params style)
+// on conn and scans its row into dest. Drivers of the Params style send it
+// as it is (pgx caches it as a prepared statement). Drivers of the Inline
+// style (lib/pq) would have the server plan its text on every call, which
+// costs more than running it: they run it as a session-level prepared
+// statement instead (sqltext.PrepareFenced), prepared the first time a
+// session meets it.
+func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, q string, args []any, dest ...any) error {
+	if l.style != sqltext.Inline {
+		return conn.QueryRowContext(ctx, q, args...).Scan(dest...)
+	}
+	p := sqltext.PrepareFenced(q, args)
+	err := conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
+	if pgerr.SQLState(err) != pgerr.UndefinedPrepared {
+		return err
+	}
+	// A session that has not prepared it yet: nothing ran.
+	if _, err := conn.ExecContext(ctx, p.Prepare); err != nil {
+		return err
+	}
+	return conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
 }
 
 // fail builds the error of a failed acquire: the context's error when the

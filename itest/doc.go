@@ -34,8 +34,12 @@
 //
 // A server of a test's own (NewServer) can be restarted (Server.Restart: a
 // fast shutdown and a start on the same address and data, cutting every
-// session) and, in Docker, frozen (Server.Pause and Unpause: the connections
-// stay open and nothing answers, as in a network partition).
+// session), crashed (Server.RestartImmediate: an immediate stop and a start,
+// which runs crash recovery; Server.KillBackend: SIGKILL to one backend, after
+// which the postmaster ends every session and recovers without restarting;
+// both lose WAL that was still in the server's buffers) and, in Docker,
+// frozen (Server.Pause and Unpause: the connections stay open and nothing
+// answers, as in a network partition).
 //
 // Everything itest starts it also stops and removes: containers, processes,
 // temporary directories and databases. If the test binary dies before its

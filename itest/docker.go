@@ -249,6 +249,51 @@ func (ds *dockerServer) restart(ctx context.Context) error {
 	return ds.waitReady(ctx)
 }
 
+// crash stops PostgreSQL in immediate mode (SIGQUIT to the postmaster, the
+// container's main process) and starts the container again, which runs
+// crash recovery.
+func (ds *dockerServer) crash(ctx context.Context) error {
+	id := ds.res.Container.ID
+	ds.mu.Lock()
+	paused := ds.paused
+	ds.mu.Unlock()
+	if paused {
+		return errors.New("itest: cannot crash a paused server")
+	}
+	if err := ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: dc.SIGQUIT, Context: ctx}); err != nil {
+		return fmt.Errorf("itest: docker kill -s QUIT: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := ds.pool.Client.WaitContainerWithContext(id, wctx)
+	cancel()
+	if err != nil {
+		_ = ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: dc.SIGKILL})
+		if _, err := ds.pool.Client.WaitContainerWithContext(id, ctx); err != nil {
+			return fmt.Errorf("itest: docker wait: %w", err)
+		}
+	}
+	if err := ds.pool.Client.StartContainerWithContext(id, nil, ctx); err != nil {
+		return fmt.Errorf("itest: docker start: %w", err)
+	}
+	return ds.waitReady(ctx)
+}
+
+// kill sends SIGKILL to pid inside the container.
+func (ds *dockerServer) kill(_ context.Context, pid int) error {
+	if pid <= 1 {
+		return fmt.Errorf("itest: %d is no backend", pid)
+	}
+	// The shell's kill: the image may have no kill binary.
+	code, err := ds.res.Exec([]string{"/bin/sh", "-c", "kill -KILL " + strconv.Itoa(pid)}, dockertest.ExecOptions{})
+	if err != nil {
+		return fmt.Errorf("itest: docker exec kill: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("itest: docker exec kill %d: exit status %d", pid, code)
+	}
+	return nil
+}
+
 // close removes the container and its volumes and ends the watchdog.
 func (ds *dockerServer) close() error {
 	err := ds.pool.Purge(ds.res)

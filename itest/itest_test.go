@@ -58,6 +58,12 @@ func checkEnvMode(t *testing.T, own *itest.Server) {
 		if err := s.Pause(ctx); err == nil {
 			t.Error("Pause of an env server succeeded, want an error")
 		}
+		if err := s.RestartImmediate(ctx); err == nil {
+			t.Error("RestartImmediate of an env server succeeded, want an error")
+		}
+		if err := s.KillBackend(ctx, 1); err == nil {
+			t.Error("KillBackend on an env server succeeded, want an error")
+		}
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
@@ -155,6 +161,60 @@ func exerciseServer(t *testing.T, s *itest.Server) {
 	}
 }
 
+// checkCrash: KillBackend ends every session (the postmaster reinitialises
+// after a backend's SIGKILL) and the server comes back with its committed
+// data; it refuses a process that is not a backend. RestartImmediate does
+// the same with a new postmaster.
+func checkCrash(t *testing.T, s *itest.Server) {
+	ctx := ctxT(t, 2*time.Minute)
+	db := itest.OpenDSN(t, "postgres", s.NewDatabase(t))
+	// itest's servers run with synchronous_commit off, whose commits a crash
+	// may lose: this one must be written out before the crash.
+	if _, err := db.ExecContext(ctx, "BEGIN; SET LOCAL synchronous_commit = on; CREATE TABLE kept (v int); INSERT INTO kept VALUES (7); COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if s.Mode() == itest.ModeLocal {
+		if err := s.KillBackend(ctx, os.Getpid()); err == nil {
+			t.Fatal("KillBackend of the test binary succeeded, want an error")
+		}
+	}
+	for _, crash := range []string{"KillBackend", "RestartImmediate"} {
+		victim, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bystander, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pid int
+		if err := victim.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		if err := bystander.PingContext(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if crash == "KillBackend" {
+			err = s.KillBackend(ctx, pid)
+		} else {
+			err = s.RestartImmediate(ctx)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", crash, err)
+		}
+		if err := bystander.QueryRowContext(ctx, "SELECT 1").Scan(new(int)); err == nil {
+			t.Errorf("%s: another session still answers", crash)
+		}
+		victim.Close()
+		bystander.Close()
+		var v int
+		if err := db.QueryRowContext(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 7 {
+			t.Fatalf("%s: data after recovery: v=%d err=%v", crash, v, err)
+		}
+	}
+	testkit.WaitConnsIdle(t, db)
+}
+
 // TestModeLocal: a cluster from local binaries: settings, Restart, the same
 // server used through PGADVISORY_TEST_DSN, and everything gone after Close.
 func TestModeLocal(t *testing.T) {
@@ -166,6 +226,7 @@ func TestModeLocal(t *testing.T) {
 		t.Error("Pause of a local server succeeded, want an error")
 	}
 	t.Run("restart", func(t *testing.T) { exerciseServer(t, s) })
+	t.Run("crash", func(t *testing.T) { checkCrash(t, s) })
 	t.Run("env", func(t *testing.T) { checkEnvMode(t, s) })
 	t.Run("cleanup", func(t *testing.T) { checkLocalCleanup(t, s) })
 }
@@ -183,6 +244,7 @@ func TestModeDocker(t *testing.T) {
 		}
 	}
 	t.Run("restart", func(t *testing.T) { exerciseServer(t, s) })
+	t.Run("crash", func(t *testing.T) { checkCrash(t, s) })
 	t.Run("pause", func(t *testing.T) { checkPause(t, s) })
 	t.Run("cleanup", func(t *testing.T) { checkDockerCleanup(t, s) })
 }

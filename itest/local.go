@@ -319,6 +319,12 @@ func tail(b []byte) string {
 
 // stop shuts the postmaster down: fast shutdown, then immediate, then kill.
 func (ls *localServer) stop() error {
+	return ls.stopWith(syscall.SIGINT)
+}
+
+// stopWith shuts the postmaster down starting with first (SIGINT: fast
+// shutdown; SIGQUIT: immediate), then escalates as stop does.
+func (ls *localServer) stopWith(first syscall.Signal) error {
 	ls.mu.Lock()
 	cmd, done := ls.proc, ls.done
 	ls.proc, ls.done = nil, nil
@@ -330,6 +336,9 @@ func (ls *localServer) stop() error {
 		sig  syscall.Signal
 		wait time.Duration
 	}{{syscall.SIGINT, 15 * time.Second}, {syscall.SIGQUIT, 5 * time.Second}, {syscall.SIGKILL, 10 * time.Second}} {
+		if first == syscall.SIGQUIT && step.sig == syscall.SIGINT {
+			continue
+		}
 		_ = cmd.Process.Signal(step.sig)
 		select {
 		case <-done:
@@ -347,6 +356,41 @@ func (ls *localServer) restart(ctx context.Context) error {
 		return err
 	}
 	return ls.start(ctx)
+}
+
+// crash stops the postmaster in immediate mode and starts it again.
+func (ls *localServer) crash(ctx context.Context) error {
+	if err := ls.stopWith(syscall.SIGQUIT); err != nil {
+		return err
+	}
+	return ls.start(ctx)
+}
+
+// kill sends SIGKILL to pid, which must be a child of the running
+// postmaster (a backend), never any other process.
+func (ls *localServer) kill(_ context.Context, pid int) error {
+	pm := ls.pid()
+	if pm == 0 {
+		return errors.New("itest: the server is not running")
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return fmt.Errorf("itest: backend %d: %w", pid, err)
+	}
+	// The fields after the command name (in parentheses, which may hold
+	// spaces): state, ppid, ...
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	f := strings.Fields(rest)
+	if len(f) < 2 || f[1] != strconv.Itoa(pm) {
+		return fmt.Errorf("itest: process %d is not a backend of postmaster %d", pid, pm)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("itest: kill backend %d: %w", pid, err)
+	}
+	return nil
 }
 
 // close stops the server, removes the temporary directory and ends the

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	// The two drivers the module supports, registered for every test that
 	// uses itest: "postgres" (lib/pq) and "pgx" (pgx's stdlib).
@@ -68,6 +69,11 @@ type Server struct {
 type backend interface {
 	// restart stops the server and starts it again on the same address and data.
 	restart(ctx context.Context) error
+	// crash stops the server in immediate mode (SIGQUIT to the postmaster)
+	// and starts it again, which runs crash recovery.
+	crash(ctx context.Context) error
+	// kill sends SIGKILL to one process of the server, a backend.
+	kill(ctx context.Context, pid int) error
 	// close stops the server and removes everything it made.
 	close() error
 }
@@ -115,6 +121,69 @@ func (s *Server) Restart(ctx context.Context) error {
 		return fmt.Errorf("itest: cannot restart a %s server that itest did not start", s.mode)
 	}
 	return s.backend.restart(ctx)
+}
+
+// RestartImmediate stops the server in immediate mode, as a crash does: no
+// checkpoint, and WAL still in the server's buffers (asynchronous commits
+// not yet written by the WAL writer) is lost. It then starts the server again
+// on the same address and data, which runs crash recovery, and returns once
+// it accepts connections. It is an error for a server from
+// PGADVISORY_TEST_DSN.
+func (s *Server) RestartImmediate(ctx context.Context) error {
+	if s.backend == nil {
+		return fmt.Errorf("itest: cannot crash a %s server that itest did not start", s.mode)
+	}
+	return s.backend.crash(ctx)
+}
+
+// KillBackend sends SIGKILL to the backend with process id pid (as
+// pg_backend_pid reports it), as the kernel's OOM killer does. The
+// postmaster then ends every other session, reinitialises shared memory and
+// runs crash recovery without restarting: WAL still in its buffers is lost.
+// KillBackend returns once the server accepts connections again. It is an
+// error for a server from PGADVISORY_TEST_DSN, and for a pid that is not a
+// backend of this server (checked in ModeLocal).
+func (s *Server) KillBackend(ctx context.Context, pid int) error {
+	if s.backend == nil {
+		return fmt.Errorf("itest: cannot kill a backend of a %s server that itest did not start", s.mode)
+	}
+	// A session of its own, to see the postmaster end every session: a
+	// connection attempt right after the kill could still get in before the
+	// postmaster has noticed.
+	watch, err := sql.Open("postgres", s.DSN(""))
+	if err != nil {
+		return fmt.Errorf("itest: %w", err)
+	}
+	defer watch.Close()
+	conn, err := watch.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("itest: %w", err)
+	}
+	defer conn.Close()
+	var own int
+	if err := conn.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&own); err != nil {
+		return fmt.Errorf("itest: %w", err)
+	}
+	if own == pid {
+		return fmt.Errorf("itest: %d is itest's own watching session", pid)
+	}
+	if err := s.backend.kill(ctx, pid); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for conn.PingContext(ctx) == nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("itest: the server did not reset within 30s after backend %d was killed", pid)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return waitReady(rctx, s.DSN(""), nil)
 }
 
 // Close stops the server and removes what itest made for it. It is safe to

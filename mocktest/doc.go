@@ -40,8 +40,8 @@
 //
 // For a Locker with advisory.WithFencing, give New WithFencing with the same
 // table: the acquire expectations then expect the fenced statements and hand
-// out tokens as a fresh counter table does (1, 2, 3, ... per key; Token tells
-// the latest), and ExpectLockNoFenceTable fails an acquire as a missing table
+// out tokens as a fresh counter table does in the server's first lifetime
+// (1<<40 + 1, 1<<40 + 2, ... per key: epoch 1; Token tells the latest), and ExpectLockNoFenceTable fails an acquire as a missing table
 // does (advisory.ErrNoFenceTable).
 //
 // A Locker with advisory.Hooks.Contended set tries before it waits: expect

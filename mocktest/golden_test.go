@@ -47,6 +47,17 @@ func TestStatementsGolden(t *testing.T) {
 				add(fmt.Sprintf("%s LockFenced %+v %v", st.name, m, timeout), q, a)
 				q, a = sqltext.LockAllFenced(st.style, m, keys, timeout, `"pgadvisory_fence"`)
 				add(fmt.Sprintf("%s LockAllFenced %+v %v", st.name, m, timeout), q, a)
+				if st.style == sqltext.Params {
+					// What lib/pq sends instead of the fenced statements'
+					// text (advisory's Locker.fencedRow).
+					q, a = sqltext.LockFenced(st.style, m, keys[1], timeout, `"public"."fence"`)
+					p := sqltext.PrepareFenced(q, a)
+					add(fmt.Sprintf("prepared LockFenced %+v %v", m, timeout), p.Execute, nil)
+					add(fmt.Sprintf("prepared LockFenced %+v %v: prepare", m, timeout), p.Prepare, nil)
+					q, a = sqltext.LockAllFenced(st.style, m, keys, timeout, `"pgadvisory_fence"`)
+					p = sqltext.PrepareFenced(q, a)
+					add(fmt.Sprintf("prepared LockAllFenced %+v %v", m, timeout), p.Execute, nil)
+				}
 				q, a = sqltext.XactLockAll(st.style, m, keys, timeout)
 				add(fmt.Sprintf("%s XactLockAll %+v %v", st.name, m, timeout), q, a)
 			}
@@ -63,7 +74,15 @@ func TestStatementsGolden(t *testing.T) {
 		}
 	}
 	add("Ping", sqltext.Ping, nil)
-	add("FenceTable", sqltext.FenceTable(`"pgadvisory_fence"`), nil)
+	for i, q := range sqltext.FenceTable(`"pgadvisory_fence"`) {
+		add(fmt.Sprintf("FenceTable %d", i), q, nil)
+	}
+	for _, st := range []sqltext.Style{sqltext.Params, sqltext.Inline} {
+		for _, k := range keys {
+			q, a := sqltext.FenceCurrent(st, k, `"pgadvisory_fence"`)
+			add(fmt.Sprintf("FenceCurrent %v %v", st, k), q, a)
+		}
+	}
 	add("UnlockAll", sqltext.UnlockAll, nil)
 
 	path := filepath.Join("testdata", "statements.golden")

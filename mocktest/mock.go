@@ -57,9 +57,10 @@ func WithLockTimeout(d time.Duration) Option {
 
 // WithFencing says that the code under test's Locker has
 // advisory.WithFencing(table): the session acquire expectations then expect
-// the statements that also bump the fencing counters, and answer with
-// tokens, 1, 2, 3, ... per key, in the order the expectations are added
-// (Token tells the latest). Given to New or Open; Locker applies it too.
+// the statements that also bump the fencing counters, and answer with the
+// tokens a fresh table hands out in the server's first lifetime: 1<<40 + 1,
+// 1<<40 + 2, ... per key (epoch 1, counter 1, 2, ...), in the order the
+// expectations are added (Token tells the latest). Given to New or Open; Locker applies it too.
 func WithFencing(table string) Option {
 	return func(c *config) { c.fencing, c.fenceName = true, table }
 }
@@ -183,6 +184,11 @@ func (m *Mock) Token(key keyspace.Key) int64 {
 	return m.tokens[key]
 }
 
+// firstToken is the first token of every key on a fresh fencing table in
+// the server's first lifetime: epoch 1 (the first acquisition bumps the
+// epoch row from 0), counter 1.
+const firstToken = 1<<sqltext.FenceCounterBits + 1
+
 // nextTokens bumps the fencing counter of every key, as a grant does on the
 // server, and returns the new tokens in the order of keys.
 func (m *Mock) nextTokens(keys []keyspace.Key) []string {
@@ -190,6 +196,9 @@ func (m *Mock) nextTokens(keys []keyspace.Key) []string {
 	defer m.mu.Unlock()
 	out := make([]string, len(keys))
 	for i, k := range keys {
+		if m.tokens[k] == 0 {
+			m.tokens[k] = firstToken - 1
+		}
 		m.tokens[k]++
 		out[i] = strconv.FormatInt(m.tokens[k], 10)
 	}

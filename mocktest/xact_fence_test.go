@@ -14,7 +14,8 @@ import (
 func TestXactLockToken(t *testing.T) {
 	ctx := context.Background()
 	db, m := mocktest.New(t)
-	for i, want := range []int64{1, 2} {
+	const e = 1 << 40 // epoch 1: a fresh table in the server's first lifetime
+	for i, want := range []int64{e + 1, e + 2} {
 		end := "commit"
 		if i == 0 {
 			end = "rollback"
@@ -32,16 +33,16 @@ func TestXactLockToken(t *testing.T) {
 	}
 	err := inTx(t, db, m, "commit", func() { m.ExpectXactLockToken(keyB, "public.fence") }, func(tx *sql.Tx) error {
 		got, err := txlock.LockToken(ctx, db, tx, keyB, "public.fence")
-		if err == nil && got != 1 {
-			t.Errorf("first token of another key %d, want 1", got)
+		if err == nil && got != e+1 {
+			t.Errorf("first token of another key %d, want e+1", got)
 		}
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Token(keyA) != 2 || m.Token(keyB) != 1 {
-		t.Errorf("Token = %d, %d; want 2, 1", m.Token(keyA), m.Token(keyB))
+	if m.Token(keyA) != e+2 || m.Token(keyB) != e+1 {
+		t.Errorf("Token = %d, %d; want e+2, e+1", m.Token(keyA), m.Token(keyB))
 	}
 	if err := m.ExpectationsWereMet(); err != nil {
 		t.Error(err)

@@ -8,7 +8,8 @@
 #
 # Without PGADVISORY_TEST_DSN, itest starts a server (Docker, else local
 # binaries). BenchmarkManyLocks always starts a private server of its own
-# (it needs max_locks_per_transaction raised).
+# (it needs max_locks_per_transaction raised), and so does BenchmarkFencing
+# (it needs fsync and synchronous_commit on, which itest's servers turn off).
 #
 # Settings (environment):
 #   BENCH_COUNT   samples per benchmark (default 6: benchstat gives a 95%
@@ -78,6 +79,8 @@ for round in $(seq "$count"); do
 	run '^Benchmark(SessionLock|TryLock|XactLock|Middleware)$' 400x 1
 	run '^BenchmarkLockAll$' 150x 1
 	run '^BenchmarkHotKey$' 800x 1
+	# A private durable server (fsync on) per sample: what a token costs.
+	run '^BenchmarkFencing$' 2000x 1
 done
 # One private server per sample would cost a server start each: one sample
 # of 3 iterations instead (ns/op is their mean).
@@ -165,9 +168,13 @@ EOF
   bare handler. `stmts/op` counts statements with a counting driver wrapper;
   TxLock's BEGIN and COMMIT are the handler's transaction, so only the lock
   statement counts against the goal. B/op includes the driver's allocations.
-- **Fencing** (issue 11): to be added as `BenchmarkFencing` in
-  `internal/benchsuite/fencing_test.go`, with forms `library` (lock with a
-  token) and `library-nofence` per driver, and a row in benchreport.
+- **Fencing** (issue 11): lock+unlock of a key from a set of 1,000 (every
+  key has its counter row: a steady-state table), on a private server with
+  fsync, synchronous_commit and full_page_writes on. `library` is
+  `advisory.New(db, advisory.WithFencing(""))`: the token is bumped in the
+  acquire statement and committed asynchronously (the epoch is bumped
+  durably once per server lifetime); `library-nofence` is the same Locker
+  without fencing. Each goroutine has keys of its own, so nothing waits.
 
 ## benchstat (columns by form)
 

@@ -23,6 +23,15 @@ var (
 	// schema-qualified) identifier.
 	ErrBadFenceTable = errors.New("txlock: bad fencing table name: want letters, digits and underscores, optionally schema.table")
 
+	// ErrNoFenceEpoch means the fencing table has no epoch row, which every
+	// token needs: create the table again (advisory.CreateFenceTable or
+	// pglock fence init) to add it. It is advisory.ErrNoFenceEpoch.
+	ErrNoFenceEpoch = pgerr.ErrNoFenceEpoch
+
+	// ErrFenceLayout means a table of the fencing table's name has another
+	// layout. It is advisory.ErrFenceLayout.
+	ErrFenceLayout = pgerr.ErrFenceLayout
+
 	// ErrNilDB means LockToken or NextToken got a nil *sql.DB.
 	ErrNilDB = errors.New("txlock: nil *sql.DB for the fencing token")
 )
@@ -38,7 +47,9 @@ var (
 // advisory Lease of the same key and table, is greater than every token
 // returned for that key before the holder that gets it acquired the lock,
 // whether the earlier holders committed, rolled back, were terminated, or the
-// server restarted since. Tokens never repeat per key.
+// server restarted or crashed since. Tokens never repeat per key. A token is
+// epoch<<40 | counter, as advisory's (see advisory.WithFencing): only the
+// order means something.
 //
 // To keep that promise the counter is not bumped inside tx: a bump there
 // would be undone by a rollback (or a terminated backend), and the next
@@ -48,9 +59,9 @@ var (
 // costs a second round trip and a second connection of db for its duration:
 // when many transactions of db's pool call LockToken at once, give the pool
 // more connections (SetMaxOpenConns) than there are such transactions, and
-// bound ctx. A token is as durable as that commit: with synchronous_commit
-// off for db's sessions, a server crash can undo the latest bumps, and a
-// token could then be handed out again.
+// bound ctx. That commit is asynchronous (no WAL flush), as advisory's: a
+// crash can undo the latest bumps, but the epoch that the first token after
+// the crash bumps durably keeps every later token above them.
 //
 // With WithTry, a key held elsewhere returns ErrNotAcquired and takes no
 // token. If the lock is taken but the bump fails (ErrNoFenceTable, a
@@ -88,12 +99,15 @@ func NextToken(ctx context.Context, db *sql.DB, key keyspace.Key, table string) 
 
 func next(ctx context.Context, db *sql.DB, key keyspace.Key, table string) (int64, error) {
 	q, args := sqltext.FenceNext(sqltext.StyleOf(db.Driver()), key, table)
-	var token int64
+	var token sql.NullInt64
 	if err := db.QueryRowContext(ctx, q, args...).Scan(&token); err != nil {
 		if pgerr.SQLState(err) == pgerr.UndefinedTable {
 			return 0, fmt.Errorf("%w (%w)", ErrNoFenceTable, err)
 		}
-		return 0, fail(ctx, "fencing token of "+key.String(), err)
+		return 0, fail(ctx, "fencing token of "+key.String(), pgerr.FenceError(err))
 	}
-	return token, nil
+	if !token.Valid {
+		return 0, fmt.Errorf("txlock: fencing token of %v: %w", key, ErrNoFenceEpoch)
+	}
+	return token.Int64, nil
 }

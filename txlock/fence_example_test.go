@@ -22,6 +22,7 @@ func ExampleLockToken() {
 	}
 	key := keyspace.Hash("invoice:42")
 
+	var last int64
 	for _, commit := range []bool{false, true} {
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
@@ -41,9 +42,12 @@ func ExampleLockToken() {
 		} else {
 			err = tx.Rollback()
 		}
-		fmt.Println("token:", token, "commit:", commit, err)
+		// Only the order of tokens means something (a token is
+		// epoch<<40 | counter).
+		fmt.Println("higher than the last:", token > last, "commit:", commit, err)
+		last = token
 	}
 	// Output:
-	// token: 1 commit: false <nil>
-	// token: 2 commit: true <nil>
+	// higher than the last: true commit: false <nil>
+	// higher than the last: true commit: true <nil>
 }

@@ -45,6 +45,9 @@ func TestLockToken(t *testing.T) {
 		var last int64
 		check := func(what string, tok int64) {
 			t.Helper()
+			if last == 0 && tok == firstToken(t, db) {
+				last = tok - 1 // a key's first token in the epoch
+			}
 			if tok != last+1 {
 				t.Fatalf("%s: token %d after %d, want %d", what, tok, last, last+1)
 			}
@@ -119,8 +122,8 @@ func TestLockToken(t *testing.T) {
 		for _, k := range []keyspace.Key{keyspace.Int64(77), keyspace.Pair(1, 2)} {
 			tx := mustBegin(t, db)
 			tok, err := txlock.LockToken(ctx, db, tx, k, "", txlock.WithShared())
-			if err != nil || tok != 1 {
-				t.Fatalf("first token of %v = %d, %v", k, tok, err)
+			if err != nil || tok != firstToken(t, db) {
+				t.Fatalf("first token of %v = %d, %v; want %d", k, tok, err, firstToken(t, db))
 			}
 			if err := tx.Commit(); err != nil {
 				t.Fatal(err)
@@ -213,10 +216,11 @@ func TestLockTokenConcurrent(t *testing.T) {
 				t.Fatalf("token %d after %d", seq[i], seq[i-1])
 			}
 		}
-		if len(seq) != workers*per || seq[0] != 1 || seq[len(seq)-1] != int64(len(seq)) {
-			t.Fatalf("%d tokens from %d to %d", len(seq), seq[0], seq[len(seq)-1])
+		first := firstToken(t, db)
+		if len(seq) != workers*per || seq[0] != first || seq[len(seq)-1] != first+int64(len(seq))-1 {
+			t.Fatalf("%d tokens from %d to %d (the epoch's first token is %d)", len(seq), seq[0], seq[len(seq)-1], first)
 		}
-		t.Logf("%d acquisitions by %d goroutines (half of the transactions rolled back, a quarter of the holders advisory leases): tokens 1..%d in order", len(seq), workers, len(seq))
+		t.Logf("%d acquisitions by %d goroutines (half of the transactions rolled back, a quarter of the holders advisory leases): tokens E<<40 + 1..%d in order", len(seq), workers, len(seq))
 		clean(t, db)
 	})
 }
@@ -230,4 +234,15 @@ func mustBegin(t *testing.T, db *sql.DB) *sql.Tx {
 		t.Fatal(err)
 	}
 	return tx
+}
+
+// firstToken is the first token of a key in the current epoch of the
+// default fencing table: epoch<<40 + 1.
+func firstToken(t *testing.T, db *sql.DB) int64 {
+	t.Helper()
+	var epoch int64
+	if err := db.QueryRow("SELECT token FROM " + txlock.DefaultFenceTable + " WHERE kind = 0 AND key = 0").Scan(&epoch); err != nil {
+		t.Fatalf("epoch: %v", err)
+	}
+	return epoch<<40 + 1
 }

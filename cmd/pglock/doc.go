@@ -116,10 +116,13 @@
 //
 // "pglock fence init" creates the fencing counter table that
 // advisory.WithFencing and txlock.LockToken take their tokens from
-// (pgadvisory_fence, or --table T, optionally schema.table) if it does not
-// exist; with --print it prints the CREATE TABLE statement instead, for a
+// (pgadvisory_fence, or --table T, optionally schema.table) and its epoch
+// row if they do not exist; with --print it prints the SQL instead, for a
 // migration, and needs no server. "pglock fence show" prints a key (named as
-// with "pglock key") and the latest token handed out for it, 0 if none.
+// with "pglock key") and the latest token the table records for it, 0 if
+// none. Tokens are epoch<<40 | counter and commit asynchronously: after a
+// server crash the latest token handed out can be higher than the one
+// recorded, and the next one is higher than both.
 //
 // Exit statuses of key, ls, demo and fence: 0 success, 1 failure (a message
 // on standard error), 2 bad command line.

@@ -19,10 +19,12 @@ const fenceUsage = `Usage: pglock fence init [--table NAME] [--print]
 The fencing counter table that advisory.WithFencing and txlock.LockToken take
 their tokens from (see the package documentation of advisory).
 
-  init        create the table if it does not exist
-  show        print the latest token handed out for a key (0: none yet)
+  init        create the table and its epoch row if they do not exist
+  show        print the latest token the table records for a key (0: none
+              yet); after a server crash the latest one handed out can be
+              higher, and the next one is higher than both
   --table T   the table, optionally schema.table (default pgadvisory_fence)
-  --print     with init: print the CREATE TABLE statement instead of running it
+  --print     with init: print the SQL instead of running it
 `
 
 // runFence runs "pglock fence ..." (args after "fence") and returns the exit
@@ -102,15 +104,15 @@ func fenceShow(ctx context.Context, db *sql.DB, c *command, table string, out io
 		return fmt.Errorf("bad table name %q", table)
 	}
 	query, args := sqltext.FenceCurrent(sqltext.Params, c.key, q)
-	var token int64
-	err := db.QueryRowContext(ctx, query, args...).Scan(&token)
+	var token, epoch int64
+	err := db.QueryRowContext(ctx, query, args...).Scan(&token, &epoch)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		token = 0
+		return fmt.Errorf("the fencing table %s has no epoch row: add it with \"pglock fence init --table %s\"", table, table)
 	case pgerr.SQLState(err) == pgerr.UndefinedTable:
 		return fmt.Errorf("the fencing table %s does not exist: create it with \"pglock fence init --table %s\"", table, table)
 	case err != nil:
-		return fmt.Errorf("reading the token of %v: %w", c.key, err)
+		return fmt.Errorf("reading the token of %v: %w", c.key, pgerr.FenceError(err))
 	}
 	fmt.Fprintf(out, "%s\t%d\n", c.key, token)
 	return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 func TestFence(t *testing.T) {
 	t.Parallel()
 	r := start(t, nil, "fence", "init", "--print", "--table", "app.fence").wait(t, 30*time.Second)
-	if r.code != 0 || !strings.Contains(r.stdout, `CREATE TABLE IF NOT EXISTS "app"."fence"`) {
+	if r.code != 0 || !strings.Contains(r.stdout, `CREATE TABLE IF NOT EXISTS "app"."fence"`) ||
+		!strings.Contains(r.stdout, `INSERT INTO "app"."fence" (kind, key, token, boot) VALUES (0, 0, 0, NULL) ON CONFLICT (kind, key) DO NOTHING;`) {
 		t.Fatalf("fence init --print: %v", r)
 	}
 	for _, args := range [][]string{
@@ -56,12 +58,21 @@ func TestFence(t *testing.T) {
 			}
 		}
 		r = start(t, d.env, "fence", "show", "--driver", driver, name).wait(t, 30*time.Second)
-		if want := keyspace.Hash(name).String() + "\t3\n"; r.code != 0 || r.stdout != want {
+		// A fresh table in the server's first lifetime: epoch 1, the third
+		// token of the key.
+		if want := keyspace.Hash(name).String() + "\t" + strconv.FormatInt(1<<40+3, 10) + "\n"; r.code != 0 || r.stdout != want {
 			t.Fatalf("fence show: want %q, got %v", want, r)
 		}
 		r = start(t, d.env, "fence", "show", "--driver", driver, "--key", "(1,2)").wait(t, 30*time.Second)
 		if r.code != 0 || !strings.HasSuffix(r.stdout, "\t0\n") {
 			t.Fatalf("fence show of a key without tokens: %v", r)
+		}
+		if _, err := d.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence WHERE kind = 0"); err != nil {
+			t.Fatal(err)
+		}
+		r = start(t, d.env, "fence", "show", "--driver", driver, name).wait(t, 30*time.Second)
+		if r.code != exitError || !strings.Contains(r.stderr, "no epoch row") || !strings.Contains(r.stderr, "pglock fence init") {
+			t.Fatalf("fence show without the epoch row: %v", r)
 		}
 	})
 }

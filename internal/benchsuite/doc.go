@@ -18,5 +18,6 @@
 // Families: SessionLock (uncontended lock+unlock of random keys), TryLock,
 // XactLock (in a transaction), LockAll (10 keys), HotKey (64 goroutines on
 // one key), ManyLocks (10,000 session locks held at once), Middleware (HTTP,
-// when the middleware package lands) and Fencing (issue 11, to be added).
+// when the middleware package lands) and Fencing (issue 11: lock+unlock with
+// a fencing token against without, on a private durable server).
 package benchsuite

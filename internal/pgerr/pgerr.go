@@ -16,12 +16,35 @@ const (
 	AdminShutdown     = "57P01" // pg_terminate_backend, server shutdown
 	DeadlockDetected  = "40P01"
 	UndefinedTable    = "42P01"
+	UndefinedColumn   = "42703"
+	UndefinedPrepared = "26000" // invalid_sql_statement_name: EXECUTE of a name the session has not prepared
+	InvalidColumnRef  = "42P10" // among others: no unique constraint matches ON CONFLICT
 	ReadOnlySQLTxn    = "25006"
 	InFailedSQLTxn    = "25P02"
 	ActiveSQLTxn      = "25001"
 	NoActiveSQLTxn    = "25P01"
 	FeatureNotSupport = "0A000"
 )
+
+// ErrNoFenceEpoch means the fencing table exists but has no epoch row (kind
+// 0), which every token needs; advisory and txlock both return it.
+var ErrNoFenceEpoch = errors.New("the fencing table has no epoch row (kind 0): run advisory.CreateFenceTable or pglock fence init again, which adds it")
+
+// ErrFenceLayout means a table of the fencing table's name exists with
+// another layout, such as the (kind-less) layout of an unreleased earlier
+// version; advisory and txlock both return it.
+var ErrFenceLayout = errors.New("the fencing table has another layout than (kind int2, key int8, token int8, boot text, PRIMARY KEY (kind, key)): drop it (or pick another name with WithFencing) and create it again with advisory.CreateFenceTable or pglock fence init")
+
+// FenceError maps the errors of a statement on the fencing table: a table
+// of another layout to ErrFenceLayout (the server's error stays in the
+// chain); other errors are returned as they are.
+func FenceError(err error) error {
+	switch SQLState(err) {
+	case UndefinedColumn, InvalidColumnRef:
+		return fmt.Errorf("%w (%w)", ErrFenceLayout, err)
+	}
+	return err
+}
 
 // ErrLockTimeout means the server's lock_timeout ended the wait (SQLSTATE 55P03).
 var ErrLockTimeout = errors.New("lock wait exceeded lock_timeout")

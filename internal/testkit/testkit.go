@@ -36,14 +36,18 @@ func Run(m *testing.M) int {
 	return code
 }
 
-// LeakOptions are the goroutines that database/sql and the drivers keep by
-// design and that are not leaks of this module.
+// LeakOptions are the goroutines that database/sql, the drivers and itest's
+// running servers keep by design and that are not leaks of this module.
 func LeakOptions() []goleak.Option {
 	return []goleak.Option{
 		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
 		goleak.IgnoreAnyFunction("database/sql.(*DB).connectionCleaner"),
 		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgconn/ctxwatch.(*ContextWatcher).Watch.func1"),
 		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+		// A local server that itest started (and a test restarted) is
+		// watched by one goroutine until the server stops: part of the
+		// server, which outlives the test that restarted it, not a leak.
+		goleak.IgnoreAnyFunction("github.com/pgadvisory/pgadvisory/itest.(*localServer).start.func1"),
 	}
 }
 

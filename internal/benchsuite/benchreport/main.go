@@ -2,7 +2,8 @@
 // -bench, any number of -count runs, several files concatenated) and writes
 // Markdown tables of the ratios between the library and the best raw
 // database/sql form of the same run, per driver, against the goals of issue
-// 8, each marked met or not met. It is run by scripts/bench.sh.
+// 8 (and issue 11's: lock+unlock with a fencing token against without),
+// each marked met or not met. It is run by scripts/bench.sh.
 //
 // Ratios are throughput ratios computed from medians: baseline ns/op divided
 // by library ns/op, so above 1 means the library is faster.
@@ -223,6 +224,22 @@ func report(w io.Writer, r *results) {
 			}
 			p("| 10,000 locks over ≤ 4 conns | %s | %s (%g conns, %g allocs/op) | %.1f ms | %.1f ms (raw-array) | %.2f× | ≤ 4 conns | %s |\n",
 				d, f, cc, allocs, lv/1e6, bv/1e6, ratio, label)
+		}
+	}
+	// Fencing (issue 11): lock+unlock with a token against the same Locker
+	// without fencing, on a durable server.
+	for _, d := range drivers {
+		for _, c := range []int{1, 8} {
+			pre := fmt.Sprintf("BenchmarkFencing/driver=%s/conns=%d/form=", d, c)
+			ratio, ok := r.ratio(pre+"library", pre+"library-nofence")
+			if !ok {
+				p("| fencing ≥ 0.8× without | %s | %d conns | – | – | – | ≥ 0.8 | not measured |\n", d, c)
+				continue
+			}
+			lv, _ := r.median(pre+"library", "ns/op")
+			bv, _ := r.median(pre+"library-nofence", "ns/op")
+			p("| fencing ≥ 0.8× without | %s | %d conns | %s | %s (library-nofence) | %.2f× | ≥ 0.8 | %s |\n",
+				d, c, us(lv), us(bv), ratio, verdict(ratio >= 0.8))
 		}
 	}
 	// Middleware.

@@ -14,6 +14,10 @@ BenchmarkSessionLock/driver=pgx/conns=1/form=raw-inline-2  1000   300000 ns/op  
 BenchmarkHotKey/driver=pgx/form=raw-2                      2000   50000 ns/op   64 conns   63 waiting-conns  100 B/op  1 allocs/op
 BenchmarkHotKey/driver=pgx/form=library-nohandoff-2           2000   20000 ns/op   1 conns   1 waiting-conns  100 B/op  1 allocs/op
 --- FAIL: BenchmarkManyLocks/driver=pgx/form=library
+BenchmarkFencing/driver=postgres/conns=1/form=library-2          2000   400000 ns/op
+BenchmarkFencing/driver=postgres/conns=1/form=library-nofence-2  2000   300000 ns/op
+BenchmarkFencing/driver=pgx/conns=8/form=library-2               2000   125000 ns/op
+BenchmarkFencing/driver=pgx/conns=8/form=library-nofence-2       2000   100000 ns/op
 `
 
 func TestReport(t *testing.T) {
@@ -35,6 +39,9 @@ func TestReport(t *testing.T) {
 		"| uncontended ≥ 0.95× best raw | pgx | 1 conns | 120.0 µs | 110.0 µs (raw-params) | 0.92× | ≥ 0.95 | **not met** |",
 		"| hot key ≥ 2× raw, ≤ 2 conns waiting | pgx | library-nohandoff (1 conns, 1 waiting) | 20.0 µs | 50.0 µs (raw) | 2.50× | ≥ 2, ≤ 2 | met |",
 		"| 10,000 locks over ≤ 4 conns | pgx | library | failed |",
+		"| fencing ≥ 0.8× without | postgres | 1 conns | 400.0 µs | 300.0 µs (library-nofence) | 0.75× | ≥ 0.8 | **not met** |",
+		"| fencing ≥ 0.8× without | pgx | 8 conns | 125.0 µs | 100.0 µs (library-nofence) | 0.80× | ≥ 0.8 | met |",
+		"| fencing ≥ 0.8× without | pgx | 1 conns | – | – | – | ≥ 0.8 | not measured |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
