@@ -6,8 +6,10 @@
 // that connection, and a connection whose state is in doubt (an acquire that
 // was cancelled or failed ambiguously, a release that errored or reported
 // false, a lease that was lost) is discarded instead of going back to the
-// pool. Release runs under context.WithoutCancel with its own short timeout,
-// so a cancelled request context still releases.
+// pool. Release runs under context.WithoutCancel, so a cancelled request
+// context still releases, with its own short timeout where the driver can
+// enforce one (pgx; lib/pq can only send a cancel request, which cannot cut
+// an unlock short: see Lease.Release).
 //
 // The shortest correct use:
 //
@@ -33,9 +35,13 @@
 // lost: Lost() is closed, Err() reports ErrLockLost with the cause, the
 // functions registered with Lease.AfterLost start, the context of Do is
 // cancelled with that cause, the Hooks.Lost hook runs, and the connection is
-// discarded. The keepalive is a timer per lease, not a goroutine: a held
-// lease costs no goroutine between pings. The loss is signalled within the keepalive
-// interval plus about one second of the event; another client may get the lock
+// discarded. The keepalives of a Locker share one timer, which fires every
+// quarter interval while leases are held and starts the pings that are due,
+// each on a goroutine that ends with it: a held lease costs no goroutine and
+// no timer between pings, and a lease is pinged between one and one and a
+// quarter intervals after its grant or its last ping. The loss is signalled
+// within the keepalive interval plus about one second of the event; another
+// client may get the lock
 // as soon as the server ends the session, so protect writes to this database
 // with a transaction on the holding connection and writes elsewhere with your
 // own fencing.
@@ -103,12 +109,19 @@
 //
 // An exclusive or shared Lock sends one statement built by sqltext.Lock (wait
 // mode, with lock_timeout folded in when WithLockTimeout is set); TryLock and
-// TryLockShared send sqltext.Lock in try mode; LockAll sends sqltext.LockAll
+// TryLockShared send sqltext.Lock in try mode. That statement also returns
+// the backend pid; with lib/pq and pgx, whose connections keep one backend
+// for life, the pid is remembered per connection, and later single-key locks
+// on the same connection send sqltext.LockExec instead, with Exec (the rows
+// affected say whether a try took the key), which costs the driver and the
+// server no result set; LockAll sends sqltext.LockAll
 // for two or more keys (with WithFencing: sqltext.LockFenced and
 // sqltext.LockAllFenced instead, which lib/pq sends as a session-level
 // prepared statement, EXECUTE, with one PREPARE the first time a session
-// needs it: their text costs more to plan than to run); Release sends sqltext.Unlock (one key) or
-// sqltext.UnlockMany (several keys, one round trip), on the same connection. When Hooks.Contended is set, Lock and LockAll first try
+// needs it: their text costs more to plan than to run); Release sends
+// sqltext.Unlock (one key) or sqltext.UnlockMany (several keys, one round
+// trip) with Exec, on the same connection, and counts the rows affected.
+// When Hooks.Contended is set, Lock and LockAll first try
 // (try mode), report contention if refused, and then wait: one more round
 // trip, but only under contention and only when that hook is asked for
 // (fenced multi-key locks do not try first). A Lock that receives a handed-over
