@@ -440,27 +440,30 @@ func (l *Locker) discard(conn *sql.Conn) {
 // key, sqltext.UnlockMany for several. It fails, wrapping ErrLockLost, if the
 // session did not hold every key.
 func (l *Locker) unlock(ctx context.Context, conn *sql.Conn, keys []keyspace.Key, shared bool) error {
-	var q string
-	var args []any
 	if len(keys) == 1 {
-		q, args = sqltext.Unlock(l.style, shared, keys[0])
-	} else {
-		q, args = sqltext.UnlockMany(l.style, shared, keys)
-	}
-	res, err := conn.ExecContext(ctx, q, args...)
-	var n int64
-	if err == nil {
-		n, err = res.RowsAffected()
-	}
-	switch {
-	case err != nil:
-		return fmt.Errorf("advisory: release %v: %w", keyArg(keys), err)
-	case n == int64(len(keys)):
+		q, args := sqltext.Unlock(l.style, shared, keys[0])
+		res, err := conn.ExecContext(ctx, q, args...)
+		var n int64
+		if err == nil {
+			n, err = res.RowsAffected()
+		}
+		switch {
+		case err != nil:
+			return fmt.Errorf("advisory: release %v: %w", keys[0], err)
+		case n != 1:
+			return fmt.Errorf("advisory: release %v: the session did not hold it: %w", keys[0], ErrLockLost)
+		}
 		return nil
-	case len(keys) == 1:
-		return fmt.Errorf("advisory: release %v: the session did not hold it: %w", keys[0], ErrLockLost)
 	}
-	return fmt.Errorf("advisory: release %v: the session held %d of the %d keys: %w", keyArg(keys), n, len(keys), ErrLockLost)
+	var n int64
+	q, args := sqltext.UnlockMany(l.style, shared, keys)
+	if err := conn.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+		return fmt.Errorf("advisory: release %v: %w", keyArg(keys), err)
+	}
+	if n != int64(len(keys)) {
+		return fmt.Errorf("advisory: release %v: the session held %d of the %d keys: %w", keyArg(keys), n, len(keys), ErrLockLost)
+	}
+	return nil
 }
 
 // unlockBestEffort releases keys on conn, ignoring the outcome; used only

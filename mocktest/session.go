@@ -95,15 +95,18 @@ func rowCount(released bool) int64 {
 }
 
 // ExpectUnlockAll expects the release of a LockAll lease and answers that
-// every key was held: one unlock for a single distinct key, else one
-// statement that releases them all in the order LockAll took them.
-func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) *sqlmock.ExpectedExec {
+// every key was held: for a single distinct key the unlock of ExpectUnlock,
+// else one query that releases them all in the order LockAll took them.
+// (It returns no expectation to chain on: the two forms differ in kind; use
+// ExpectUnlock, or the mock's own ExpectQuery, for finer control.)
+func (m *Mock) ExpectUnlockAll(keys ...keyspace.Key) {
 	ks := sorted(keys)
 	if len(ks) == 1 {
-		return m.ExpectUnlock(ks[0], true)
+		m.ExpectUnlock(ks[0], true)
+		return
 	}
 	q, args := sqltext.UnlockMany(style, false, ks)
-	return m.expectExec(q, args).WillReturnResult(sqlmock.NewResult(0, int64(len(ks))))
+	m.expect(q, args).WillReturnRows(sqlmock.NewRows([]string{"released"}).AddRow(int64(len(ks))))
 }
 
 // ExpectKeepAlive expects one keepalive ping of a held lease and answers with
