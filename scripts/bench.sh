@@ -20,7 +20,7 @@
 #   BENCH_REPORT_ONLY=1  run nothing: rewrite the Markdown from
 #                 $BENCH_OUT/bench.txt of an earlier run
 #
-# The whole run takes about 5 minutes on a quiet 2-core machine, 20 or more
+# The whole run takes about 6 minutes on a quiet 2-core machine, 20 or more
 # when other work loads it.
 set -u -o pipefail
 
@@ -76,7 +76,7 @@ run() {
 # drifts, and interleaving keeps every form of a case exposed to the same
 # drift (with -count, the samples of one form run back to back).
 for round in $(seq "$count"); do
-	run '^Benchmark(SessionLock|TryLock|XactLock|Middleware)$' 400x 1
+	run '^Benchmark(SessionLock|TryLock|XactLock|Middleware)$' 1500x 1
 	run '^BenchmarkLockAll$' 150x 1
 	run '^BenchmarkHotKey$' 800x 1
 	# A private durable server (fsync on) per sample: what a token costs.
