@@ -223,50 +223,35 @@ func (ds *dockerServer) logTail() string {
 // STOPSIGNAL), waits for the container to stop, and starts it again: the same
 // container, data and host port.
 func (ds *dockerServer) restart(ctx context.Context) error {
-	id := ds.res.Container.ID
-	ds.mu.Lock()
-	paused := ds.paused
-	ds.mu.Unlock()
-	if paused {
-		return errors.New("itest: cannot restart a paused server")
-	}
-	if err := ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: dc.SIGINT, Context: ctx}); err != nil {
-		return fmt.Errorf("itest: docker stop: %w", err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err := ds.pool.Client.WaitContainerWithContext(id, wctx)
-	cancel()
-	if err != nil {
-		// Fast shutdown did not finish in time: kill it.
-		_ = ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: dc.SIGKILL})
-		if _, err := ds.pool.Client.WaitContainerWithContext(id, ctx); err != nil {
-			return fmt.Errorf("itest: docker wait: %w", err)
-		}
-	}
-	if err := ds.pool.Client.StartContainerWithContext(id, nil, ctx); err != nil {
-		return fmt.Errorf("itest: docker start: %w", err)
-	}
-	return ds.waitReady(ctx)
+	return ds.stopAndStart(ctx, dc.SIGINT, "restart", "docker stop")
 }
 
 // crash stops PostgreSQL in immediate mode (SIGQUIT to the postmaster, the
 // container's main process) and starts the container again, which runs
 // crash recovery.
 func (ds *dockerServer) crash(ctx context.Context) error {
+	return ds.stopAndStart(ctx, dc.SIGQUIT, "crash", "docker kill -s QUIT")
+}
+
+// stopAndStart sends sig to the container's postmaster, waits for the
+// container to stop (killing it if that takes over 30 s), and starts it
+// again. what and how name the operation in errors.
+func (ds *dockerServer) stopAndStart(ctx context.Context, sig dc.Signal, what, how string) error {
 	id := ds.res.Container.ID
 	ds.mu.Lock()
 	paused := ds.paused
 	ds.mu.Unlock()
 	if paused {
-		return errors.New("itest: cannot crash a paused server")
+		return fmt.Errorf("itest: cannot %s a paused server", what)
 	}
-	if err := ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: dc.SIGQUIT, Context: ctx}); err != nil {
-		return fmt.Errorf("itest: docker kill -s QUIT: %w", err)
+	if err := ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: sig, Context: ctx}); err != nil {
+		return fmt.Errorf("itest: %s: %w", how, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	_, err := ds.pool.Client.WaitContainerWithContext(id, wctx)
 	cancel()
 	if err != nil {
+		// The shutdown did not finish in time: kill it.
 		_ = ds.pool.Client.KillContainer(dc.KillContainerOptions{ID: id, Signal: dc.SIGKILL})
 		if _, err := ds.pool.Client.WaitContainerWithContext(id, ctx); err != nil {
 			return fmt.Errorf("itest: docker wait: %w", err)
