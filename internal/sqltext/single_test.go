@@ -66,12 +66,16 @@ func TestSingleMatchesBuilders(t *testing.T) {
 	}
 }
 
-// TestInlineKeepsForeignDollars: a '$' that is not one of the placeholders
-// stays as it is.
-func TestInlineKeepsForeignDollars(t *testing.T) {
-	if got := inline("SELECT $1::int8, $$x$$, $9", []int64{42}); got != "SELECT '42'::int8, $$x$$, $9" {
-		t.Fatal(got)
-	}
+// TestTemplateRefusesStrayDollar: a '$' that is not a placeholder of the
+// statement's arguments is a bug in a builder, caught when the tables are
+// built.
+func TestTemplateRefusesStrayDollar(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	newTemplate("SELECT $1::int8, $$x$$", []any{int64(1)})
 }
 
 // BenchmarkLockText: building the hot statements allocates once.
