@@ -15,9 +15,11 @@
 // the arithmetic. Nothing here asserts a timing: goals are ratios, read by
 // people.
 //
-// Families: SessionLock (uncontended lock+unlock of random keys), TryLock,
+// Families: SessionLock (uncontended lock+unlock of random keys),
+// SessionLockPaired (the same, the library and the best raw form run
+// alternately in one loop so that drifting load weighs on both), TryLock,
 // XactLock (in a transaction), LockAll (10 keys), HotKey (64 goroutines on
-// one key), ManyLocks (10,000 session locks held at once), Middleware (HTTP,
-// when the middleware package lands) and Fencing (issue 11: lock+unlock with
+// one key), ManyLocks (10,000 session locks held at once), Middleware (HTTP)
+// and Fencing (issue 11: lock+unlock with
 // a fencing token against without, on a private durable server).
 package benchsuite

@@ -15,6 +15,9 @@ BenchmarkHotKey/driver=pgx/form=raw-2                      2000   50000 ns/op   
 BenchmarkHotKey/driver=pgx/form=library-nohandoff-2           2000   20000 ns/op   1 conns   1 waiting-conns  100 B/op  1 allocs/op
 --- FAIL: BenchmarkManyLocks/driver=pgx/form=library
 BenchmarkFencing/driver=postgres/conns=1/form=library-2          2000   400000 ns/op
+BenchmarkSessionLockPaired/driver=pgx/conns=8-2  1000  80000 ns/op  170000 library-ns/op  0.96 ratio  163200 raw-ns/op
+BenchmarkSessionLockPaired/driver=pgx/conns=8-2  1000  80000 ns/op  170000 library-ns/op  0.90 ratio  153000 raw-ns/op
+BenchmarkSessionLockPaired/driver=pgx/conns=8-2  1000  80000 ns/op  170000 library-ns/op  0.97 ratio  164900 raw-ns/op
 BenchmarkFencing/driver=postgres/conns=1/form=library-nofence-2  2000   300000 ns/op
 BenchmarkFencing/driver=pgx/conns=8/form=library-2               2000   125000 ns/op
 BenchmarkFencing/driver=pgx/conns=8/form=library-nofence-2       2000   100000 ns/op
@@ -42,6 +45,8 @@ func TestReport(t *testing.T) {
 		"| fencing ≥ 0.8× without | postgres | 1 conns | 400.0 µs | 300.0 µs (library-nofence) | 0.75× | ≥ 0.8 | **not met** |",
 		"| fencing ≥ 0.8× without | pgx | 8 conns | 125.0 µs | 100.0 µs (library-nofence) | 0.80× | ≥ 0.8 | met |",
 		"| fencing ≥ 0.8× without | pgx | 1 conns | – | – | – | ≥ 0.8 | not measured |",
+		"| uncontended ≥ 0.95× best raw, paired | pgx | 8 conns | 170.0 µs | 163.2 µs (raw-params) | 0.96× | ≥ 0.95 | met |",
+		"| uncontended ≥ 0.95× best raw, paired | postgres | 1 conns | – | – | – | ≥ 0.95 | not measured |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
