@@ -32,7 +32,6 @@ type Lease struct {
 	l      *Locker
 	conn   *sql.Conn
 	keys   []keyspace.Key
-	shared bool
 	pid    int
 	grant  time.Time
 	tokens []int64 // fencing tokens, in the order of keys; nil without fencing
@@ -53,13 +52,15 @@ type Lease struct {
 	relMu sync.Mutex // serialises Release calls
 
 	mu       sync.Mutex
-	err      error // nil while held, then the loss error or ErrReleased
-	released bool
-	isLost   bool
+	err      error         // nil while held, then the loss error or ErrReleased
 	lost     chan struct{} // made on demand by Lost; closed on loss
 	onLost   []*lossFunc
-	watched  bool          // a keepalive ping is scheduled (Locker.keepalives)
 	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
+	released bool
+	isLost   bool
+	watched  bool // a keepalive ping is scheduled (Locker.keepalives)
+
+	shared bool // set at the grant, never changed: read without mu
 }
 
 // lossFunc is one AfterLost registration.
