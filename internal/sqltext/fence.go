@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -215,8 +216,7 @@ type Prepared struct {
 // arguments args (int64 and strings of digits, signs, commas, braces and
 // t/f, as the builders make them).
 func PrepareFenced(q string, args []any) Prepared {
-	sum := sha256.Sum256([]byte(q))
-	name := "pgadvisory_fence_" + hex.EncodeToString(sum[:8])
+	name, prepare := preparedName(q)
 	var b strings.Builder
 	b.WriteString("EXECUTE " + name)
 	for i, a := range args {
@@ -239,5 +239,24 @@ func PrepareFenced(q string, args []any) Prepared {
 	if len(args) > 0 {
 		b.WriteByte(')')
 	}
-	return Prepared{Name: name, Prepare: "PREPARE " + name + " AS " + q, Execute: b.String()}
+	return Prepared{Name: name, Prepare: prepare, Execute: b.String()}
+}
+
+// preparedNames caches, per statement text, its prepared statement's name
+// and PREPARE text: the texts are few (one per shape of statement and
+// table), and hashing a text of a kilobyte on every acquire would be work
+// repeated on the hot path.
+var preparedNames sync.Map // text -> [2]string{name, prepare}
+
+// preparedName returns the name and the PREPARE statement of text q.
+func preparedName(q string) (name, prepare string) {
+	if v, ok := preparedNames.Load(q); ok {
+		np := v.([2]string)
+		return np[0], np[1]
+	}
+	sum := sha256.Sum256([]byte(q))
+	name = "pgadvisory_fence_" + hex.EncodeToString(sum[:8])
+	prepare = "PREPARE " + name + " AS " + q
+	preparedNames.Store(q, [2]string{name, prepare})
+	return name, prepare
 }
