@@ -58,7 +58,6 @@ type Lease struct {
 	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
 	released bool
 	isLost   bool
-	watched  bool // a keepalive ping is scheduled (Locker.keepalives)
 
 	shared bool // set at the grant, never changed: read without mu
 }
@@ -80,7 +79,6 @@ func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid i
 // startKeepalive schedules the first keepalive ping.
 func (ls *Lease) startKeepalive() {
 	ls.mu.Lock()
-	ls.watched = true
 	ls.l.ka.watch(ls, ls.l.opts.keepAlive)
 	ls.mu.Unlock()
 }
@@ -196,10 +194,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 		return fmt.Errorf("advisory: release %v: %w", keyArg(ls.keys), ErrReleased)
 	}
 	ls.released = true
-	if ls.watched {
-		ls.l.ka.unwatch(ls)
-		ls.watched = false
-	}
+	ls.l.ka.unwatch(ls) // a no-op if no ping is scheduled
 	pingDone := ls.pingDone
 	ls.mu.Unlock()
 
@@ -375,10 +370,7 @@ func (ls *Lease) lose(cause error) {
 	} else {
 		ls.lost = closedChan
 	}
-	if ls.watched {
-		ls.l.ka.unwatch(ls)
-		ls.watched = false
-	}
+	ls.l.ka.unwatch(ls) // a no-op if no ping is scheduled
 	fns := ls.onLost
 	ls.onLost = nil
 	ls.mu.Unlock()

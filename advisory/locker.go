@@ -259,9 +259,6 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		n, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
 		held += n
 	}
-	if err == nil && l.connPIDs != nil {
-		l.connPIDs.put(dc, pid)
-	}
 	if err == nil && held < len(keys) && try && held == 0 {
 		// Refused before taking anything: the connection holds nothing.
 		conn.Close()
@@ -318,23 +315,41 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 // the tokens of keys once all are held. dc is conn's driver connection, for
 // the pid cache (nil without one).
 func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
-	var pid int
 	if len(keys) == 1 && !l.opts.fencing {
 		if pid, ok := l.connPIDs.get(dc); ok {
 			// The connection's backend is known: the lock alone, with
 			// Exec; the rows affected say whether it was taken.
 			q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
-			res, err := conn.ExecContext(ctx, q, args...)
-			if err != nil {
+			n, err := execCount(ctx, conn, q, args)
+			switch {
+			case err != nil:
 				return 0, 0, nil, err
-			}
-			n, err := res.RowsAffected()
-			if err != nil || n > 1 {
-				return 0, 0, nil, fmt.Errorf("advisory: lock %v: %d rows affected (%v)", keys[0], n, err)
+			case n > 1:
+				return 0, 0, nil, fmt.Errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
 			}
 			return int(n), pid, nil, nil
 		}
 	}
+	n, pid, tokens, err := l.query(ctx, conn, m, keys, timeout)
+	if err == nil {
+		l.connPIDs.put(dc, pid) // learnt: later locks on conn can skip asking
+	}
+	return n, pid, tokens, err
+}
+
+// execCount runs q with Exec and returns the rows it affected.
+func execCount(ctx context.Context, conn *sql.Conn, q string, args []any) (int64, error) {
+	res, err := conn.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// query runs the acquire statement of exec that answers with the backend
+// pid: the first on a connection, and every fenced or multi-key one.
+func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
+	var pid int
 	if len(keys) == 1 {
 		var ok bool
 		var token sql.NullInt64
@@ -442,11 +457,7 @@ func (l *Locker) discard(conn *sql.Conn) {
 func (l *Locker) unlock(ctx context.Context, conn *sql.Conn, keys []keyspace.Key, shared bool) error {
 	if len(keys) == 1 {
 		q, args := sqltext.Unlock(l.style, shared, keys[0])
-		res, err := conn.ExecContext(ctx, q, args...)
-		var n int64
-		if err == nil {
-			n, err = res.RowsAffected()
-		}
+		n, err := execCount(ctx, conn, q, args)
 		switch {
 		case err != nil:
 			return fmt.Errorf("advisory: release %v: %w", keys[0], err)
