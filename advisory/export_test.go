@@ -4,18 +4,7 @@ package advisory
 func QueueLen(l *Locker) int { return l.q.Len() }
 
 // LivePIDs returns how many backends l counts live leases on.
-func LivePIDs(l *Locker) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.pids)
-}
+func LivePIDs(l *Locker) int { return l.backends.live() }
 
 // CachedPIDs returns how many connections l knows the backend pid of.
-func CachedPIDs(l *Locker) int {
-	if l.connPIDs == nil {
-		return 0
-	}
-	l.connPIDs.mu.Lock()
-	defer l.connPIDs.mu.Unlock()
-	return len(l.connPIDs.m)
-}
+func CachedPIDs(l *Locker) int { return l.backends.cachedConns() }

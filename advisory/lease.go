@@ -32,9 +32,9 @@ type Lease struct {
 	l      *Locker
 	conn   *sql.Conn
 	keys   []keyspace.Key
-	pid    int
-	grant  time.Time
-	tokens []int64 // fencing tokens, in the order of keys; nil without fencing
+	be     *backend // the session's backend, claimed while the lease lives
+	grant  int64    // when this lease got the lock (mono)
+	tokens []int64  // fencing tokens, in the order of keys; nil without fencing
 
 	// ticket is the lease's place in the Locker's in-process queue (nil for
 	// LockAll leases, which bypass it). It is given back after the server
@@ -42,7 +42,7 @@ type Lease struct {
 	ticket *keyqueue.Ticket[keyspace.Key]
 	// serverGrant is when the server granted the lock that this lease
 	// holds, and passes how many times it was handed on since (Handoff).
-	serverGrant time.Time
+	serverGrant int64 // mono
 	passes      int
 
 	// connMu serialises statements on conn (keepalive pings, Tx, release);
@@ -58,6 +58,9 @@ type Lease struct {
 	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
 	released bool
 	isLost   bool
+	watched  bool // linked into the keepalive lists; guarded by their mutex
+
+	kaLink
 
 	shared bool // set at the grant, never changed: read without mu
 }
@@ -69,9 +72,9 @@ type lossFunc struct{ f func(error) }
 // no goroutine and no timer of its own: the Locker's keepalive sweep
 // (keepalives) starts each ping on a goroutine that ends with it, and nothing
 // runs between pings.
-func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid int, tokens []int64) *Lease {
-	now := time.Now()
-	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, pid: pid, grant: now, serverGrant: now, tokens: tokens}
+func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, be *backend, tokens []int64) *Lease {
+	now := mono()
+	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, be: be, grant: now, serverGrant: now, tokens: tokens}
 	ls.startKeepalive()
 	return ls
 }
@@ -79,7 +82,7 @@ func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, pid i
 // startKeepalive schedules the first keepalive ping.
 func (ls *Lease) startKeepalive() {
 	ls.mu.Lock()
-	ls.l.ka.watch(ls, ls.l.opts.keepAlive)
+	ls.l.ka.watch(ls, ls.grant, ls.l.opts.keepAlive)
 	ls.mu.Unlock()
 }
 
@@ -94,7 +97,7 @@ func (ls *Lease) Shared() bool { return ls.shared }
 
 // PID returns the server backend pid that holds the lock, as pg_locks and
 // pg_stat_activity show it.
-func (ls *Lease) PID() int { return ls.pid }
+func (ls *Lease) PID() int { return ls.be.pid }
 
 // Lost returns a channel that is closed when the lock is lost (not when it
 // is released). The channel is made on the first call; AfterLost watches a
@@ -224,12 +227,13 @@ func (ls *Lease) Release(ctx context.Context) error {
 
 	ls.connMu.Lock()
 	defer ls.connMu.Unlock()
-	held := time.Since(ls.grant)
 	if ls.handoff() {
 		if h := ls.l.opts.hooks.Released; h != nil {
-			h(ls.keys[0], ls.shared, held)
+			h(ls.keys[0], ls.shared, ls.held())
 		}
-		ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", held))
+		if ls.l.opts.logger != nil {
+			ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", ls.held()))
+		}
 		return nil
 	}
 	rctx := ctx
@@ -241,7 +245,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
 	// Forget the pid before the connection can go back to the pool: another
 	// acquire may get it at once, and must not take it for a pooler's.
-	ls.l.releasePID(ls.pid)
+	ls.be.unclaim()
 	if failed != nil {
 		ls.l.discard(ls.conn)
 	} else {
@@ -249,15 +253,20 @@ func (ls *Lease) Release(ctx context.Context) error {
 	}
 	ls.releaseTicket()
 	if h := ls.l.opts.hooks.Released; h != nil {
-		h(ls.keys[0], ls.shared, held)
+		h(ls.keys[0], ls.shared, ls.held())
 	}
 	if failed != nil {
 		ls.l.log(slog.LevelError, "advisory: release failed, connection discarded", ls.keys, slog.Any("error", failed))
 		return failed
 	}
-	ls.l.log(slog.LevelDebug, "advisory: lock released", ls.keys, slog.Duration("held", held))
+	if ls.l.opts.logger != nil {
+		ls.l.log(slog.LevelDebug, "advisory: lock released", ls.keys, slog.Duration("held", ls.held()))
+	}
 	return nil
 }
+
+// held returns how long the lease has held its lock.
+func (ls *Lease) held() time.Duration { return time.Duration(mono() - ls.grant) }
 
 // lossErrLocked is lossErr with ls.mu held.
 func (ls *Lease) lossErrLocked() error {
@@ -282,11 +291,11 @@ func (ls *Lease) releaseTicket() {
 func (ls *Lease) handoff() bool {
 	o := &ls.l.opts
 	if ls.ticket == nil || ls.shared || o.fencing || ls.passes >= o.handoffs ||
-		time.Since(ls.serverGrant) >= o.handoffWindow || ls.l.q.Waiting(ls.keys[0]) == 0 {
+		ls.ticket.Waiting() == 0 || time.Duration(mono()-ls.serverGrant) >= o.handoffWindow {
 		return false
 	}
 	next := &Lease{
-		l: ls.l, conn: ls.conn, keys: ls.keys, pid: ls.pid,
+		l: ls.l, conn: ls.conn, keys: ls.keys, be: ls.be,
 		serverGrant: ls.serverGrant, passes: ls.passes + 1,
 	}
 	if !ls.ticket.Handoff(next) {
@@ -310,7 +319,7 @@ func (ls *Lease) tick() {
 		// A Tx is running on the connection: the keepalive must not send a
 		// statement inside it, and the Tx's own statements watch the
 		// session meanwhile.
-		ls.l.ka.watch(ls, ls.l.opts.keepAlive)
+		ls.l.ka.watch(ls, mono(), ls.l.opts.keepAlive)
 		ls.mu.Unlock()
 		return
 	}
@@ -331,7 +340,7 @@ func (ls *Lease) tick() {
 	ls.pingDone = nil
 	close(done)
 	if inTime && err == nil && !ls.released && ls.err == nil {
-		ls.l.ka.watch(ls, ls.l.opts.keepAlive)
+		ls.l.ka.watch(ls, mono(), ls.l.opts.keepAlive)
 	}
 	ls.mu.Unlock()
 	if inTime && err != nil {
@@ -348,8 +357,8 @@ func (ls *Lease) ping() error {
 	if err := ls.conn.QueryRowContext(ctx, sqltext.Ping).Scan(&pid); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
-	if pid != ls.pid {
-		return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", pid, ls.pid, ErrPooler)
+	if pid != ls.be.pid {
+		return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", pid, ls.be.pid, ErrPooler)
 	}
 	return nil
 }
@@ -381,8 +390,8 @@ func (ls *Lease) lose(cause error) {
 	if h := ls.l.opts.hooks.Lost; h != nil {
 		h(ls.keys[0], err)
 	}
-	ls.l.log(slog.LevelWarn, "advisory: lock lost", ls.keys, slog.Int("pid", ls.pid), slog.Any("error", err))
-	ls.l.releasePID(ls.pid)
+	ls.l.log(slog.LevelWarn, "advisory: lock lost", ls.keys, slog.Int("pid", ls.be.pid), slog.Any("error", err))
+	ls.be.unclaim()
 	go func() {
 		ls.connMu.Lock()
 		defer ls.connMu.Unlock()

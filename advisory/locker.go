@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/keyqueue"
@@ -33,10 +32,11 @@ type Locker struct {
 	relBound        releaseBound
 	// ka schedules the keepalive pings of every lease.
 	ka keepalives
-	// connPIDs, when the driver keeps one backend per connection
-	// (sqltext.KeepsBackend), lets a lock on a known connection skip
-	// asking for the pid; nil otherwise.
-	connPIDs *pidCache
+	// backends knows the backend of each pid with a live lease and, when
+	// the driver keeps one backend per connection (sqltext.KeepsBackend),
+	// of each connection, so that a lock on a known connection can skip
+	// asking for the pid.
+	backends backends
 
 	// pingTimeout bounds one keepalive round trip.
 	pingTimeout time.Duration
@@ -45,15 +45,12 @@ type Locker struct {
 	// that want one key only the first goes to the server (LockAll bypasses
 	// it: the server alone orders multi-key sets).
 	q keyqueue.Queue[keyspace.Key]
-
-	mu   sync.Mutex
-	pids map[int]int // backend pid -> live leases on it (more than one means a pooler)
 }
 
 // New returns a Locker over db. A nil db gives a Locker whose methods return
 // ErrNilDB.
 func New(db *sql.DB, opts ...Option) *Locker {
-	l := &Locker{db: db, pids: map[int]int{}, opts: options{
+	l := &Locker{db: db, opts: options{
 		keepAlive: DefaultKeepAlive, handoffs: DefaultHandoffs, handoffWindow: DefaultHandoffWindow,
 	}}
 	for _, o := range opts {
@@ -64,11 +61,10 @@ func New(db *sql.DB, opts ...Option) *Locker {
 	if db != nil {
 		l.style = sqltext.StyleOf(db.Driver())
 		l.releaseDeadline = sqltext.DeadlineInterrupts(db.Driver())
-		if sqltext.KeepsBackend(db.Driver()) {
-			l.connPIDs = &pidCache{}
-		}
+		l.backends.perConn = sqltext.KeepsBackend(db.Driver())
 	}
 	l.pingTimeout = min(max(l.opts.keepAlive, 250*time.Millisecond), 900*time.Millisecond)
+	l.ka.period = max(l.opts.keepAlive/4, time.Millisecond)
 	return l
 }
 
@@ -130,7 +126,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 	if err := ctx.Err(); err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
-	start := time.Now()
+	start := mono()
 	timeout := l.opts.lockTimeout
 	var t *keyqueue.Ticket[keyspace.Key]
 	if try || l.opts.hooks.Contended != nil {
@@ -155,7 +151,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		if err != nil {
 			return nil, err
 		}
-		if waited := time.Since(start).Truncate(time.Millisecond); timeout > 0 && waited > 0 {
+		if waited := time.Duration(mono() - start).Truncate(time.Millisecond); timeout > 0 && waited > 0 {
 			// The time spent in the queue counts against lock_timeout (the
 			// server counts whole milliseconds).
 			timeout = max(timeout-waited, time.Millisecond)
@@ -164,7 +160,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 	if next, ok := t.Value().(*Lease); ok {
 		// The previous holder handed its server lock over.
 		next.ticket = t
-		next.grant = time.Now()
+		next.grant = mono()
 		if err := ctx.Err(); err != nil {
 			// Ended just as the lock came: pass it on (or unlock it).
 			_ = next.Release(ctx)
@@ -172,10 +168,10 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		}
 		next.startKeepalive()
 		if h := l.opts.hooks.Acquired; h != nil {
-			h(key, false, next.grant.Sub(start))
+			h(key, false, time.Duration(next.grant-start))
 		}
-		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.pid),
-			slog.Duration("waited", next.grant.Sub(start)))
+		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.be.pid),
+			slog.Duration("waited", time.Duration(next.grant-start)))
 		return next, nil
 	}
 	ls, err := l.acquire(ctx, keys, shared, try, timeout)
@@ -223,7 +219,7 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if l.opts.fenceErr != nil {
 		return nil, l.opts.fenceErr
 	}
-	start := time.Now()
+	start := mono()
 	if err := ctx.Err(); err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
@@ -236,27 +232,28 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		conn.Close()
 		return nil, l.fail(ctx, keys, err)
 	}
-	held, pid := 0, 0
+	held := 0
+	var be *backend
 	var tokens []int64
 	var dc any
-	if l.connPIDs != nil {
+	if l.backends.perConn {
 		dc = driverConn(conn)
 	}
 	if try {
-		held, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, be, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
 		// Try first so that contention can be reported; a try takes keys in
 		// order and stops at the first refusal, so the keys it got are a
 		// prefix and the wait below continues in the same order. (Not for
 		// fenced multi-key locks: their tokens come with the whole set.)
-		held, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, be, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 		if err == nil && held < len(keys) {
 			l.opts.hooks.Contended(keys[0], shared)
 		}
 	}
 	if err == nil && held < len(keys) && !try {
 		var n int
-		n, pid, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+		n, be, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
 		held += n
 	}
 	if err == nil && held < len(keys) && try && held == 0 {
@@ -278,7 +275,7 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if err != nil {
 		// database/sql may have closed the connection already (a bad
 		// connection), out of discard's reach: forget it here.
-		l.connPIDs.forget(dc)
+		l.backends.forget(dc)
 		if held == 0 && len(keys) == 1 && !l.opts.fencing && pgerr.SQLState(err) == pgerr.LockNotAvailable {
 			// lock_timeout ended the wait of the only key: nothing is held
 			// and the connection is healthy.
@@ -288,53 +285,57 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		}
 		return nil, l.fail(ctx, keys, err)
 	}
-	if !l.claimPID(pid) {
+	if !be.claim() {
 		// Another live lease already sits on this backend: only a pooler
 		// can do that. Give back what this acquire added, then drop the
 		// connection.
 		l.unlockBestEffort(conn, keys, shared)
 		l.discard(conn)
-		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), pid, ErrPooler)
+		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), be.pid, ErrPooler)
 	}
 	if l.opts.fencing && len(tokens) != len(keys) {
 		l.discard(conn)
-		l.releasePID(pid)
+		be.unclaim()
 		return nil, fmt.Errorf("advisory: lock %v: no fencing token from the server", keyArg(keys))
 	}
-	ls := newLease(l, conn, keys, shared, pid, tokens)
+	ls := newLease(l, conn, keys, shared, be, tokens)
 	if h := l.opts.hooks.Acquired; h != nil {
-		h(keys[0], shared, ls.grant.Sub(start))
+		h(keys[0], shared, time.Duration(ls.grant-start))
 	}
-	l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", pid),
-		slog.Duration("waited", ls.grant.Sub(start)))
+	if l.opts.logger != nil {
+		l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", be.pid),
+			slog.Duration("waited", time.Duration(ls.grant-start)))
+	}
 	return ls, nil
 }
 
 // exec runs one acquire statement for keys on conn and returns how many of
-// keys (a prefix) the session now holds, the backend pid, and with fencing
-// the tokens of keys once all are held. dc is conn's driver connection, for
-// the pid cache (nil without one).
-func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
+// keys (a prefix) the session now holds, the session's backend, and with
+// fencing the tokens of keys once all are held. dc is conn's driver
+// connection, to look its backend up (nil if the driver does not keep one
+// backend per connection).
+func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, *backend, []int64, error) {
 	if len(keys) == 1 && !l.opts.fencing {
-		if pid, ok := l.connPIDs.get(dc); ok {
+		if be, ok := l.backends.ofConn(dc); ok {
 			// The connection's backend is known: the lock alone, with
 			// Exec; the rows affected say whether it was taken.
 			q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
 			n, err := execCount(ctx, conn, q, args)
 			switch {
 			case err != nil:
-				return 0, 0, nil, err
+				return 0, nil, nil, err
 			case n > 1:
-				return 0, 0, nil, fmt.Errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
+				return 0, nil, nil, fmt.Errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
 			}
-			return int(n), pid, nil, nil
+			return int(n), be, nil, nil
 		}
 	}
 	n, pid, tokens, err := l.query(ctx, conn, m, keys, timeout)
-	if err == nil {
-		l.connPIDs.put(dc, pid) // learnt: later locks on conn can skip asking
+	if err != nil {
+		return n, nil, tokens, err
 	}
-	return n, pid, tokens, err
+	// Learnt: later locks on conn can skip asking.
+	return n, l.backends.learn(dc, pid), tokens, nil
 }
 
 // execCount runs q with Exec and returns the rows it affected.
@@ -442,7 +443,7 @@ func (l *Locker) fail(ctx context.Context, keys []keyspace.Key, err error) error
 // which ends the server session and with it every lock it holds.
 func (l *Locker) discard(conn *sql.Conn) {
 	err := conn.Raw(func(dc any) error {
-		l.connPIDs.forget(dc)
+		l.backends.forget(dc)
 		return driver.ErrBadConn
 	})
 	_ = conn.Close() // already closed by Raw; this only marks it done
@@ -483,26 +484,6 @@ func (l *Locker) unlockBestEffort(conn *sql.Conn, keys []keyspace.Key, shared bo
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	_ = l.unlock(ctx, conn, keys, shared)
-}
-
-// claimPID records a live lease on backend pid; false if one is there already.
-func (l *Locker) claimPID(pid int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.pids[pid] > 0 {
-		return false
-	}
-	l.pids[pid]++
-	return true
-}
-
-// releasePID forgets a lease on backend pid.
-func (l *Locker) releasePID(pid int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.pids[pid]--; l.pids[pid] <= 0 {
-		delete(l.pids, pid)
-	}
 }
 
 // log writes one record if a logger was given.

@@ -2,7 +2,7 @@ package advisory
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,31 +13,37 @@ import (
 // second after it starts. A context that is replaced is never cancelled: its
 // own timer ends it at its deadline, after every release that used it.
 type releaseBound struct {
-	mu     sync.Mutex
-	ctx    context.Context
-	cancel context.CancelFunc // kept only so that the context's resources have an owner
+	cur atomic.Pointer[boundCtx]
+}
+
+// boundCtx is one shared deadline context.
+type boundCtx struct {
+	ctx      context.Context
+	cancel   context.CancelFunc // kept only so that the context's resources have an owner
+	deadline int64              // ctx's deadline (mono)
 }
 
 // context returns ctx's values with a deadline at least releaseTimeout away.
+// It takes no lock: the shared context is replaced with a compare-and-swap.
 func (b *releaseBound) context(ctx context.Context) context.Context {
-	now := time.Now()
-	b.mu.Lock()
-	if b.ctx == nil {
-		b.renew(now)
-	} else if d, _ := b.ctx.Deadline(); d.Sub(now) < releaseTimeout {
-		b.renew(now)
+	now := mono()
+	cur := b.cur.Load()
+	if cur == nil || cur.deadline-now < int64(releaseTimeout) {
+		d := releaseTimeout + time.Second
+		next := &boundCtx{deadline: now + int64(d)}
+		next.ctx, next.cancel = context.WithTimeout(context.Background(), d)
+		if b.cur.CompareAndSwap(cur, next) {
+			cur = next
+		} else {
+			// Another release renewed it first: use that one.
+			next.cancel()
+			cur = b.cur.Load()
+		}
 	}
-	bound := b.ctx
-	b.mu.Unlock()
 	if ctx.Done() != nil {
 		ctx = context.WithoutCancel(ctx)
 	}
-	return releaseCtx{Context: ctx, bound: bound}
-}
-
-// renew starts a new shared context; b.mu is held.
-func (b *releaseBound) renew(now time.Time) {
-	b.ctx, b.cancel = context.WithDeadline(context.Background(), now.Add(releaseTimeout+time.Second))
+	return releaseCtx{Context: ctx, bound: cur.ctx}
 }
 
 // releaseCtx is the context of one release: the values of the caller's

@@ -146,15 +146,31 @@ func BenchmarkSessionLock(b *testing.B) {
 				return s.unlock(ctx, c, n)
 			}})
 		}
+		best := rawStyles[0]
+		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
+			best = rawStyles[1]
+		}
+		// raw-pooled: the best raw style on a connection taken from the
+		// pool for each lock and given back after the unlock, as a raw
+		// user does who does not dedicate a connection to locking (the
+		// library's way). Informational, not a baseline of the goals.
+		forms = append(forms, form{name: "raw-pooled", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
+			n := r.next()
+			c, err := db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := best.lock(ctx, c, "pg_advisory_lock", n); err != nil {
+				return err
+			}
+			return best.unlock(ctx, c, n)
+		}})
 		// raw-deadline: the driver's best raw style with every statement
 		// under a context that can end (a request's, or a timeout), as the
 		// library's release always is: database/sql and the drivers then
 		// start a watcher goroutine per statement. Informational, not a
 		// baseline of the goals.
-		best := rawStyles[0]
-		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
-			best = rawStyles[1]
-		}
 		forms = append(forms, form{name: "raw-deadline", pin: true, op: func(ctx context.Context, c *sql.Conn, r rng) error {
 			n := r.next()
 			dctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -14,27 +14,55 @@ package keyqueue
 
 import (
 	"context"
+	"hash/maphash"
 	"sync"
+	"sync/atomic"
 )
 
 // Queue is a set of per-key FIFO queues. The zero Queue is ready to use. A
 // Queue is safe for concurrent use and must not be copied after first use.
+//
+// Keys are spread over shards, each with its own mutex, so that goroutines
+// working on different keys rarely meet on one mutex (a lock and its release
+// take a shard's mutex twice; one mutex for the whole Queue was measurable
+// when several cores lock and release at once).
 type Queue[K comparable] struct {
-	mu   sync.Mutex
-	keys map[K]*entry[K]
-	free []*entry[K] // entries of idle keys, for reuse (at most maxFree)
+	shards [shardCount]shard[K]
 }
 
-// maxFree bounds the entries a Queue keeps for reuse: a key taken and given
+// shardCount is the number of shards of a Queue.
+const shardCount = 32
+
+// seed hashes keys to shards; one for the process is enough, as nothing
+// outside the Queue sees the hashes.
+var seed = maphash.MakeSeed()
+
+// shard is a part of a Queue's keys, padded so that two shards' mutexes do
+// not share a cache line.
+type shard[K comparable] struct {
+	mu   sync.Mutex
+	keys map[K]*entry[K]
+	free []*entry[K]    // entries of idle keys, for reuse (at most maxFree)
+	_    [128 - 40]byte // mutex 8, map 8, slice 24
+}
+
+// shardOf returns key's shard.
+func (q *Queue[K]) shardOf(key K) *shard[K] {
+	return &q.shards[maphash.Comparable(seed, key)%shardCount]
+}
+
+// maxFree bounds the entries a shard keeps for reuse: a key taken and given
 // back, the common case, then costs no allocation for its entry.
-const maxFree = 32
+const maxFree = 8
 
 // entry is the state of one key in use.
 type entry[K comparable] struct {
 	holders    int  // tickets granted and not yet released
 	exclusive  bool // the holders hold exclusively (then holders == 1)
 	head, tail *Ticket[K]
-	waiting    int // tickets between head and tail
+	// waiting counts the tickets between head and tail. It changes only
+	// under the shard's mutex, but a holder may read it without (Ticket.Waiting).
+	waiting atomic.Int32
 }
 
 // Ticket states.
@@ -47,15 +75,15 @@ const (
 // Ticket is one granted place in a key's queue. Release it exactly once.
 // Its methods are safe for concurrent use with the Queue's.
 type Ticket[K comparable] struct {
-	q      *Queue[K]
+	s      *shard[K]
 	e      *entry[K]
 	key    K
 	shared bool
-	state  uint8         // guarded by q.mu
+	state  uint8         // guarded by s.mu
 	ready  chan struct{} // closed when a waiting ticket is granted; nil if granted at once
 	value  any           // what Handoff passed along with the grant
 
-	prev, next *Ticket[K] // neighbours in the wait list, guarded by q.mu
+	prev, next *Ticket[K] // neighbours in the wait list, guarded by s.mu
 }
 
 // Key returns the ticket's key.
@@ -102,60 +130,77 @@ func (q *Queue[K]) TryLockShared(key K) (*Ticket[K], bool) {
 
 // Len returns the number of keys that have a holder or a waiter.
 func (q *Queue[K]) Len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.keys)
+	n := 0
+	for i := range q.shards {
+		s := &q.shards[i]
+		s.mu.Lock()
+		n += len(s.keys)
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // Waiting returns the number of tickets waiting (not yet granted) for key.
 func (q *Queue[K]) Waiting(key K) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if e := q.keys[key]; e != nil {
-		return e.waiting
+	s := q.shardOf(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.keys[key]; e != nil {
+		return int(e.waiting.Load())
 	}
 	return 0
 }
 
+// Waiting returns the number of tickets waiting for the ticket's key, as
+// Queue.Waiting does, but without taking a mutex: the holder of a ticket can
+// ask cheaply whether anyone waits behind it. The answer may be stale by the
+// time it is used; Handoff, which acts on it, checks again. Call it only
+// while the ticket is held.
+func (t *Ticket[K]) Waiting() int {
+	return int(t.e.waiting.Load())
+}
+
 // Holders returns the number of tickets held for key.
 func (q *Queue[K]) Holders(key K) int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if e := q.keys[key]; e != nil {
+	s := q.shardOf(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.keys[key]; e != nil {
 		return e.holders
 	}
 	return 0
 }
 
-// entryLocked returns key's entry, creating it. q.mu must be held.
-func (q *Queue[K]) entryLocked(key K) *entry[K] {
-	e := q.keys[key]
+// entryLocked returns key's entry, creating it. s.mu must be held.
+func (s *shard[K]) entryLocked(key K) *entry[K] {
+	e := s.keys[key]
 	if e == nil {
-		if q.keys == nil {
-			q.keys = make(map[K]*entry[K])
+		if s.keys == nil {
+			s.keys = make(map[K]*entry[K])
 		}
-		if n := len(q.free); n > 0 {
-			e = q.free[n-1]
-			q.free = q.free[:n-1]
+		if n := len(s.free); n > 0 {
+			e = s.free[n-1]
+			s.free = s.free[:n-1]
 		} else {
 			e = &entry[K]{}
 		}
-		q.keys[key] = e
+		s.keys[key] = e
 	}
 	return e
 }
 
 func (q *Queue[K]) try(key K, shared bool) (*Ticket[K], bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	e := q.keys[key]
+	s := q.shardOf(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.keys[key]
 	if e != nil && (e.head != nil || !e.compatible(shared)) {
 		return nil, false
 	}
 	if e == nil {
-		e = q.entryLocked(key)
+		e = s.entryLocked(key)
 	}
-	t := &Ticket[K]{q: q, e: e, key: key, shared: shared}
+	t := &Ticket[K]{s: s, e: e, key: key, shared: shared}
 	e.grant(t)
 	return t, true
 }
@@ -164,34 +209,35 @@ func (q *Queue[K]) acquire(ctx context.Context, key K, shared bool) (*Ticket[K],
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	q.mu.Lock()
-	e := q.entryLocked(key)
-	t := &Ticket[K]{q: q, e: e, key: key, shared: shared}
+	s := q.shardOf(key)
+	s.mu.Lock()
+	e := s.entryLocked(key)
+	t := &Ticket[K]{s: s, e: e, key: key, shared: shared}
 	if e.head == nil && e.compatible(shared) {
 		e.grant(t)
-		q.mu.Unlock()
+		s.mu.Unlock()
 		return t, nil
 	}
 	t.ready = make(chan struct{})
 	e.push(t)
-	q.mu.Unlock()
+	s.mu.Unlock()
 
 	select {
 	case <-t.ready:
 		return t, nil
 	case <-ctx.Done():
 	}
-	q.mu.Lock()
+	s.mu.Lock()
 	if t.state == held && t.value != nil {
 		// A handed-off value (a held server lock) must not be dropped.
-		q.mu.Unlock()
+		s.mu.Unlock()
 		return t, nil
 	}
 	if t.state == held {
 		// Granted between the end of ctx and now: give it on, as if this
 		// call had never queued.
-		q.releaseLocked(t)
-		q.mu.Unlock()
+		s.releaseLocked(t)
+		s.mu.Unlock()
 		return nil, ctx.Err()
 	}
 	e.remove(t)
@@ -199,8 +245,8 @@ func (q *Queue[K]) acquire(ctx context.Context, key K, shared bool) (*Ticket[K],
 	// Leaving may unblock those behind (shared requests behind an exclusive
 	// one that gave up while shared tickets are held).
 	e.wake()
-	q.dropIfIdleLocked(e, key)
-	q.mu.Unlock()
+	s.dropIfIdleLocked(e, key)
+	s.mu.Unlock()
 	return nil, ctx.Err()
 }
 
@@ -208,13 +254,13 @@ func (q *Queue[K]) acquire(ctx context.Context, key K, shared bool) (*Ticket[K],
 // order. It panics if the ticket was already released: a double release
 // would let two holders in.
 func (t *Ticket[K]) Release() {
-	q := t.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if t.state != held {
 		panic("keyqueue: Release of a ticket that is not held")
 	}
-	q.releaseLocked(t)
+	s.releaseLocked(t)
 }
 
 // Handoff passes an exclusive ticket straight to the first waiter, if that
@@ -231,9 +277,9 @@ func (t *Ticket[K]) Handoff(v any) bool {
 	if v == nil {
 		panic("keyqueue: Handoff of a nil value")
 	}
-	q := t.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	s := t.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if t.state != held {
 		panic("keyqueue: Handoff of a ticket that is not held")
 	}
@@ -250,7 +296,7 @@ func (t *Ticket[K]) Handoff(v any) bool {
 	return true
 }
 
-func (q *Queue[K]) releaseLocked(t *Ticket[K]) {
+func (s *shard[K]) releaseLocked(t *Ticket[K]) {
 	e := t.e
 	t.state = done
 	e.holders--
@@ -258,18 +304,19 @@ func (q *Queue[K]) releaseLocked(t *Ticket[K]) {
 		e.exclusive = false
 		e.wake()
 	}
-	q.dropIfIdleLocked(e, t.key)
+	s.dropIfIdleLocked(e, t.key)
 }
 
 // dropIfIdleLocked forgets key when nobody holds or waits for it.
-func (q *Queue[K]) dropIfIdleLocked(e *entry[K], key K) {
+func (s *shard[K]) dropIfIdleLocked(e *entry[K], key K) {
 	if e.holders == 0 && e.head == nil {
-		delete(q.keys, key)
+		delete(s.keys, key)
 		// No ticket refers to e any more (a released ticket never touches
 		// its entry again), so it can serve another key.
-		if len(q.free) < maxFree {
-			*e = entry[K]{}
-			q.free = append(q.free, e)
+		if len(s.free) < maxFree {
+			e.holders, e.exclusive, e.head, e.tail = 0, false, nil, nil
+			e.waiting.Store(0)
+			s.free = append(s.free, e)
 		}
 	}
 }
@@ -304,7 +351,7 @@ func (e *entry[K]) push(t *Ticket[K]) {
 		e.head = t
 	}
 	e.tail = t
-	e.waiting++
+	e.waiting.Add(1)
 }
 
 func (e *entry[K]) remove(t *Ticket[K]) {
@@ -319,5 +366,5 @@ func (e *entry[K]) remove(t *Ticket[K]) {
 		e.tail = t.prev
 	}
 	t.prev, t.next = nil, nil
-	e.waiting--
+	e.waiting.Add(-1)
 }

@@ -518,3 +518,35 @@ func Example() {
 	// second holder in
 	// keys in use: 0
 }
+
+// Ticket.Waiting tells a holder how many wait behind it, as Queue.Waiting
+// does, including after waiters give up.
+func TestTicketWaiting(t *testing.T) {
+	var q keyqueue.Queue[string]
+	first := mustLock(t, &q, "k", false)
+	if n := first.Waiting(); n != 0 {
+		t.Fatalf("Waiting %d with nobody queued", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			tk, err := q.Lock(ctx, "k")
+			if err == nil {
+				tk.Release()
+			}
+			done <- err
+		}()
+	}
+	waitFor(t, "two waiters", func() bool { return first.Waiting() == 2 && q.Waiting("k") == 2 })
+	cancel()
+	for range 2 {
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("waiter: %v, want context.Canceled", err)
+		}
+	}
+	if n := first.Waiting(); n != 0 {
+		t.Fatalf("Waiting %d after the waiters gave up", n)
+	}
+	first.Release()
+}

@@ -300,6 +300,10 @@ func report(w io.Writer, r *results) {
 			lv, _ := r.median(pre+"library", "ns/op")
 			bv, _ := r.median(pre+"raw-deadline", "ns/op")
 			p("| SessionLock vs raw under a deadline (%d conns) | %s | %s | %s (raw-deadline) | %.2f× | %d |\n", c, d, us(lv), us(bv), ratio, r.n(pre+"library"))
+			if ratio, ok := r.ratio(pre+"library", pre+"raw-pooled"); ok {
+				bv, _ := r.median(pre+"raw-pooled", "ns/op")
+				p("| SessionLock vs raw on a pooled connection per lock (%d conns) | %s | %s | %s (raw-pooled) | %.2f× | %d |\n", c, d, us(lv), us(bv), ratio, r.n(pre+"library"))
+			}
 		}
 	}
 	for _, fam := range []string{"TryLock", "LockAll"} {
