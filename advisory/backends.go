@@ -2,6 +2,7 @@ package advisory
 
 import (
 	"database/sql"
+	"net"
 	"sync"
 	"sync/atomic"
 )
@@ -18,6 +19,15 @@ const backendsMax = 1024
 type backend struct {
 	pid    int
 	leases atomic.Int32 // live leases on the backend: 0 or 1
+}
+
+// session is what a Locker knows of the server session under one driver
+// connection: its backend, and, where the driver lets it be reached, its
+// socket, through which a release that does not end in time is interrupted
+// (keepalives.sweep).
+type session struct {
+	be *backend
+	nc net.Conn // nil if not reachable
 }
 
 // claim records a live lease on b; false if one is there already.
@@ -38,8 +48,9 @@ func (b *backend) unclaim() { b.leases.Store(0) }
 // by pid, once per connection (and on every acquire for other drivers),
 // takes one.
 type backends struct {
-	perConn bool     // remember the backend of each connection
-	conns   sync.Map // driver connection -> *backend
+	perConn bool     // remember the session of each connection
+	sockets bool     // find the socket of each connection (netConnOf)
+	conns   sync.Map // driver connection -> *session
 	nconns  atomic.Int32
 
 	mu    sync.Mutex
@@ -54,8 +65,8 @@ func driverConn(conn *sql.Conn) any {
 	return dc
 }
 
-// ofConn returns the backend learnt for driver connection dc.
-func (bs *backends) ofConn(dc any) (*backend, bool) {
+// ofConn returns the session learnt for driver connection dc.
+func (bs *backends) ofConn(dc any) (*session, bool) {
 	if !bs.perConn || dc == nil {
 		return nil, false
 	}
@@ -63,12 +74,12 @@ func (bs *backends) ofConn(dc any) (*backend, bool) {
 	if !ok {
 		return nil, false
 	}
-	return v.(*backend), true
+	return v.(*session), true
 }
 
-// learn returns the backend of pid, which answered on driver connection dc
-// (nil if not known), and remembers it for dc.
-func (bs *backends) learn(dc any, pid int) *backend {
+// learn returns the session of driver connection dc (nil if not known),
+// whose backend pid answered, and remembers it for dc.
+func (bs *backends) learn(dc any, pid int) *session {
 	bs.mu.Lock()
 	b := bs.byPID[pid]
 	if b == nil {
@@ -86,16 +97,20 @@ func (bs *backends) learn(dc any, pid int) *backend {
 		bs.byPID[pid] = b
 	}
 	bs.mu.Unlock()
+	s := &session{be: b}
+	if bs.sockets && dc != nil {
+		s.nc = netConnOf(dc)
+	}
 	if bs.perConn && dc != nil && pid != 0 {
 		if bs.nconns.Add(1) > backendsMax {
 			bs.conns.Clear()
 			bs.nconns.Store(1)
 		}
-		if _, loaded := bs.conns.Swap(dc, b); loaded {
+		if _, loaded := bs.conns.Swap(dc, s); loaded {
 			bs.nconns.Add(-1)
 		}
 	}
-	return b
+	return s
 }
 
 // forget drops dc, whose connection is being closed.

@@ -1,5 +1,7 @@
 package advisory
 
+import "time"
+
 // QueueLen returns how many keys l's in-process queue has bookkeeping for.
 func QueueLen(l *Locker) int { return l.q.Len() }
 
@@ -8,3 +10,14 @@ func LivePIDs(l *Locker) int { return l.backends.live() }
 
 // CachedPIDs returns how many connections l knows the backend pid of.
 func CachedPIDs(l *Locker) int { return l.backends.cachedConns() }
+
+// SetReleaseTimeout sets how long a release of l's leases may take before it
+// is interrupted (releaseTimeout). Call it before l takes a lock.
+func SetReleaseTimeout(l *Locker, d time.Duration) { l.relTimeout = d }
+
+// InterruptsBySocket reports whether ls's release is bounded through its
+// socket (the keepalive sweep), not through a context given to the driver.
+func InterruptsBySocket(ls *Lease) bool { return ls.sess.nc != nil }
+
+// SweepPeriod is sweepPeriod, for the bounds of tests.
+func SweepPeriod(keepAlive time.Duration) time.Duration { return sweepPeriod(keepAlive) }

@@ -44,30 +44,62 @@ type kaShard struct {
 }
 
 // kaLink is what links a lease into the keepalive lists; guarded by the
-// shard's mutex, as is Lease.watched (whether the lease is linked).
+// shard's mutex, as are Lease.watched (whether the lease is linked) and
+// Lease.releasing.
 type kaLink struct {
 	kaPrev, kaNext *Lease
-	kaDue          int64 // when the next ping is due (mono)
+	// kaDue is when the next ping is due (mono), or, while the lease is
+	// releasing, when its release is to be interrupted.
+	kaDue int64
 }
 
 // shardOf returns the list of ls, by its backend.
 func (k *keepalives) shardOf(ls *Lease) *kaShard {
-	return &k.shards[uint(ls.be.pid)%kaShards]
+	return &k.shards[uint(ls.sess.be.pid)%kaShards]
 }
 
 // watch schedules ls's next ping at from (mono) plus one interval; the
-// caller holds ls.mu, and ls is not watched.
+// caller holds ls.mu.
 func (k *keepalives) watch(ls *Lease, from int64, interval time.Duration) {
-	ls.kaDue = from + int64(interval)
+	k.link(ls, from+int64(interval), false)
+}
+
+// watchRelease has the sweep interrupt ls's release if it has not ended by
+// deadline (mono); ls is released, and not watched.
+func (k *keepalives) watchRelease(ls *Lease, deadline int64) {
+	k.link(ls, deadline, true)
+}
+
+// endRelease ends the watch of watchRelease and reports whether the sweep
+// interrupted the release (then the socket's deadline is set, or about to
+// be).
+func (k *keepalives) endRelease(ls *Lease) (interrupted bool) {
 	s := k.shardOf(ls)
 	s.mu.Lock()
-	ls.kaPrev, ls.kaNext = nil, s.head
-	if s.head != nil {
-		s.head.kaPrev = ls
+	defer s.mu.Unlock()
+	if ls.watched {
+		s.unlinkLocked(ls)
+		ls.releasing = false
+		return false
 	}
-	s.head = ls
-	s.n++
-	ls.watched = true
+	return ls.releasing // unlinked by the sweep, which leaves it set
+}
+
+// link puts ls in its list (if it is not there) with kaDue due and releasing
+// set to rel.
+func (k *keepalives) link(ls *Lease, due int64, rel bool) {
+	s := k.shardOf(ls)
+	s.mu.Lock()
+	ls.kaDue, ls.releasing = due, rel
+	if !ls.watched {
+		ls.kaPrev, ls.kaNext = nil, s.head
+		if s.head != nil {
+			s.head.kaPrev = ls
+		}
+		s.head = ls
+		s.n++
+		ls.watched = true
+	}
 	s.mu.Unlock()
 	if !k.armed.Load() && k.armed.CompareAndSwap(false, true) {
 		k.start()
@@ -100,6 +132,13 @@ func (s *kaShard) unlinkLocked(ls *Lease) {
 	s.n--
 }
 
+// sweepPeriod is how often the keepalive sweep runs for a keepalive
+// interval: a quarter of it, but at least once a second, which also bounds
+// how late an overdue release is interrupted.
+func sweepPeriod(keepAlive time.Duration) time.Duration {
+	return min(max(keepAlive/4, time.Millisecond), time.Second)
+}
+
 // start arms the timer for one period from now.
 func (k *keepalives) start() {
 	k.timerMu.Lock()
@@ -111,12 +150,12 @@ func (k *keepalives) start() {
 	}
 }
 
-// sweep starts the pings that are due and arms the next sweep while leases
-// are watched.
+// sweep starts the pings that are due, interrupts the releases that are
+// overdue, and arms the next sweep while leases are watched.
 func (k *keepalives) sweep() {
 	k.sweeping.Lock()
 	now := mono()
-	var start []*Lease
+	var start, interrupt []*Lease
 	left := 0
 	for i := range k.shards {
 		s := &k.shards[i]
@@ -124,8 +163,12 @@ func (k *keepalives) sweep() {
 		for ls := s.head; ls != nil; {
 			next := ls.kaNext
 			if ls.kaDue <= now {
-				s.unlinkLocked(ls) // watched again when its ping succeeds
-				start = append(start, ls)
+				s.unlinkLocked(ls) // a pinged lease is watched again when its ping succeeds
+				if ls.releasing {
+					interrupt = append(interrupt, ls)
+				} else {
+					start = append(start, ls)
+				}
 			}
 			ls = next
 		}
@@ -133,6 +176,11 @@ func (k *keepalives) sweep() {
 		s.mu.Unlock()
 	}
 	k.sweeping.Unlock()
+	for _, ls := range interrupt {
+		// The statement fails at once and the driver closes the
+		// connection; Release then discards it and reports the error.
+		_ = ls.sess.nc.SetDeadline(time.Now())
+	}
 	if left > 0 || len(start) > 0 {
 		k.start()
 	} else {

@@ -3,6 +3,7 @@ package advisory
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -32,7 +33,7 @@ type Lease struct {
 	l      *Locker
 	conn   *sql.Conn
 	keys   []keyspace.Key
-	be     *backend // the session's backend, claimed while the lease lives
+	sess   *session // its backend is claimed while the lease lives
 	grant  int64    // when this lease got the lock (mono)
 	tokens []int64  // fencing tokens, in the order of keys; nil without fencing
 
@@ -58,7 +59,11 @@ type Lease struct {
 	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
 	released bool
 	isLost   bool
-	watched  bool // linked into the keepalive lists; guarded by their mutex
+	// watched is whether the lease is linked into the keepalive lists, and
+	// releasing whether it is there for its release to be interrupted if
+	// overdue; both guarded by the lists' mutex.
+	watched   bool
+	releasing bool
 
 	kaLink
 
@@ -72,9 +77,9 @@ type lossFunc struct{ f func(error) }
 // no goroutine and no timer of its own: the Locker's keepalive sweep
 // (keepalives) starts each ping on a goroutine that ends with it, and nothing
 // runs between pings.
-func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, be *backend, tokens []int64) *Lease {
+func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, sess *session, tokens []int64) *Lease {
 	now := mono()
-	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, be: be, grant: now, serverGrant: now, tokens: tokens}
+	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, sess: sess, grant: now, serverGrant: now, tokens: tokens}
 	ls.startKeepalive()
 	return ls
 }
@@ -97,7 +102,7 @@ func (ls *Lease) Shared() bool { return ls.shared }
 
 // PID returns the server backend pid that holds the lock, as pg_locks and
 // pg_stat_activity show it.
-func (ls *Lease) PID() int { return ls.be.pid }
+func (ls *Lease) PID() int { return ls.sess.be.pid }
 
 // Lost returns a channel that is closed when the lock is lost (not when it
 // is released). The channel is made on the first call; AfterLost watches a
@@ -167,11 +172,15 @@ func (ls *Lease) AfterLost(f func(err error)) (stop func() bool) {
 
 // Release unlocks and returns the connection to the pool. It runs under
 // context.WithoutCancel(ctx), so a cancelled ctx still releases, with its own
-// timeout of a few seconds where the driver can enforce one (pgx closes the
-// socket when it runs out; lib/pq can only ask the server to cancel, which
-// cannot cut short an unlock, so there the unlock is bounded by the TCP
-// settings of the connection: a net.Dialer with KeepAliveConfig given to
-// pq.Connector.Dialer sets them). It waits for a running Tx to end. If the
+// bound of a few seconds where the driver can enforce one: with pgx an unlock
+// still running after 5 s is interrupted through its socket (the Locker's
+// keepalive sweep sets the socket's deadline, so no per-statement context is
+// watched) and the error wraps context.DeadlineExceeded; other drivers that
+// honour contexts get a shared deadline context; lib/pq can only ask the
+// server to cancel, which cannot cut short an unlock, so there the unlock is
+// bounded by the TCP settings of the connection (a net.Dialer with
+// KeepAliveConfig given to pq.Connector.Dialer sets them). It waits for a
+// running Tx to end. If the
 // unlock fails or reports that the session did not hold every key, the
 // connection is discarded (ending the session and whatever it held) and the
 // error says so (wrapping ErrLockLost for a key that was not held).
@@ -237,16 +246,36 @@ func (ls *Lease) Release(ctx context.Context) error {
 		return nil
 	}
 	rctx := ctx
-	if ls.l.releaseDeadline {
-		rctx = ls.l.relBound.context(ctx)
+	if ls.l.releaseDeadline && ls.sess.nc == nil {
+		rctx = ls.l.relBound.context(ctx, ls.l.relTimeout)
 	} else if ctx.Done() != nil {
 		rctx = context.WithoutCancel(ctx)
 	} // else ctx can never be cancelled: use it as it is, one allocation less
-	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
+	var failed error
+	interrupted := false
+	if ls.sess.nc != nil {
+		// The keepalive sweep bounds this release (see netConnOf): it
+		// interrupts the statement if it has not ended in time.
+		ls.l.ka.watchRelease(ls, mono()+int64(ls.l.relTimeout))
+		failed = ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
+		// Interrupted, the connection must not go back to the pool, even if
+		// the unlock ended just in time: the socket's deadline is set, or
+		// about to be.
+		if interrupted = ls.l.ka.endRelease(ls); interrupted && failed != nil {
+			cause := failed
+			if inner := errors.Unwrap(failed); inner != nil {
+				cause = inner // without unlock's "advisory: release k:" prefix
+			}
+			failed = fmt.Errorf("advisory: release %v: not done within %v: %w (%w)",
+				keyArg(ls.keys), ls.l.relTimeout, context.DeadlineExceeded, cause)
+		}
+	} else {
+		failed = ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
+	}
 	// Forget the pid before the connection can go back to the pool: another
 	// acquire may get it at once, and must not take it for a pooler's.
-	ls.be.unclaim()
-	if failed != nil {
+	ls.sess.be.unclaim()
+	if failed != nil || interrupted {
 		ls.l.discard(ls.conn)
 	} else {
 		ls.conn.Close()
@@ -295,7 +324,7 @@ func (ls *Lease) handoff() bool {
 		return false
 	}
 	next := &Lease{
-		l: ls.l, conn: ls.conn, keys: ls.keys, be: ls.be,
+		l: ls.l, conn: ls.conn, keys: ls.keys, sess: ls.sess,
 		serverGrant: ls.serverGrant, passes: ls.passes + 1,
 	}
 	if !ls.ticket.Handoff(next) {
@@ -357,8 +386,8 @@ func (ls *Lease) ping() error {
 	if err := ls.conn.QueryRowContext(ctx, sqltext.Ping).Scan(&pid); err != nil {
 		return fmt.Errorf("keepalive: %w", err)
 	}
-	if pid != ls.be.pid {
-		return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", pid, ls.be.pid, ErrPooler)
+	if pid != ls.sess.be.pid {
+		return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", pid, ls.sess.be.pid, ErrPooler)
 	}
 	return nil
 }
@@ -390,8 +419,8 @@ func (ls *Lease) lose(cause error) {
 	if h := ls.l.opts.hooks.Lost; h != nil {
 		h(ls.keys[0], err)
 	}
-	ls.l.log(slog.LevelWarn, "advisory: lock lost", ls.keys, slog.Int("pid", ls.be.pid), slog.Any("error", err))
-	ls.be.unclaim()
+	ls.l.log(slog.LevelWarn, "advisory: lock lost", ls.keys, slog.Int("pid", ls.sess.be.pid), slog.Any("error", err))
+	ls.sess.be.unclaim()
 	go func() {
 		ls.connMu.Lock()
 		defer ls.connMu.Unlock()

@@ -30,6 +30,7 @@ type Locker struct {
 	// only where the driver can enforce one (sqltext.DeadlineInterrupts).
 	releaseDeadline bool
 	relBound        releaseBound
+	relTimeout      time.Duration // releaseTimeout; shorter in some tests
 	// ka schedules the keepalive pings of every lease.
 	ka keepalives
 	// backends knows the backend of each pid with a live lease and, when
@@ -50,7 +51,7 @@ type Locker struct {
 // New returns a Locker over db. A nil db gives a Locker whose methods return
 // ErrNilDB.
 func New(db *sql.DB, opts ...Option) *Locker {
-	l := &Locker{db: db, opts: options{
+	l := &Locker{db: db, relTimeout: releaseTimeout, opts: options{
 		keepAlive: DefaultKeepAlive, handoffs: DefaultHandoffs, handoffWindow: DefaultHandoffWindow,
 	}}
 	for _, o := range opts {
@@ -62,9 +63,10 @@ func New(db *sql.DB, opts ...Option) *Locker {
 		l.style = sqltext.StyleOf(db.Driver())
 		l.releaseDeadline = sqltext.DeadlineInterrupts(db.Driver())
 		l.backends.perConn = sqltext.KeepsBackend(db.Driver())
+		l.backends.sockets = sqltext.ExposesSocket(db.Driver())
 	}
 	l.pingTimeout = min(max(l.opts.keepAlive, 250*time.Millisecond), 900*time.Millisecond)
-	l.ka.period = max(l.opts.keepAlive/4, time.Millisecond)
+	l.ka.period = sweepPeriod(l.opts.keepAlive)
 	return l
 }
 
@@ -170,7 +172,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		if h := l.opts.hooks.Acquired; h != nil {
 			h(key, false, time.Duration(next.grant-start))
 		}
-		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.be.pid),
+		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.sess.be.pid),
 			slog.Duration("waited", time.Duration(next.grant-start)))
 		return next, nil
 	}
@@ -233,27 +235,27 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		return nil, l.fail(ctx, keys, err)
 	}
 	held := 0
-	var be *backend
+	var sess *session
 	var tokens []int64
 	var dc any
 	if l.backends.perConn {
 		dc = driverConn(conn)
 	}
 	if try {
-		held, be, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, sess, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
 		// Try first so that contention can be reported; a try takes keys in
 		// order and stops at the first refusal, so the keys it got are a
 		// prefix and the wait below continues in the same order. (Not for
 		// fenced multi-key locks: their tokens come with the whole set.)
-		held, be, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, sess, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 		if err == nil && held < len(keys) {
 			l.opts.hooks.Contended(keys[0], shared)
 		}
 	}
 	if err == nil && held < len(keys) && !try {
 		var n int
-		n, be, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+		n, sess, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
 		held += n
 	}
 	if err == nil && held < len(keys) && try && held == 0 {
@@ -285,38 +287,38 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		}
 		return nil, l.fail(ctx, keys, err)
 	}
-	if !be.claim() {
+	if !sess.be.claim() {
 		// Another live lease already sits on this backend: only a pooler
 		// can do that. Give back what this acquire added, then drop the
 		// connection.
 		l.unlockBestEffort(conn, keys, shared)
 		l.discard(conn)
-		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), be.pid, ErrPooler)
+		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), sess.be.pid, ErrPooler)
 	}
 	if l.opts.fencing && len(tokens) != len(keys) {
 		l.discard(conn)
-		be.unclaim()
+		sess.be.unclaim()
 		return nil, fmt.Errorf("advisory: lock %v: no fencing token from the server", keyArg(keys))
 	}
-	ls := newLease(l, conn, keys, shared, be, tokens)
+	ls := newLease(l, conn, keys, shared, sess, tokens)
 	if h := l.opts.hooks.Acquired; h != nil {
 		h(keys[0], shared, time.Duration(ls.grant-start))
 	}
 	if l.opts.logger != nil {
-		l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", be.pid),
+		l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", sess.be.pid),
 			slog.Duration("waited", time.Duration(ls.grant-start)))
 	}
 	return ls, nil
 }
 
 // exec runs one acquire statement for keys on conn and returns how many of
-// keys (a prefix) the session now holds, the session's backend, and with
+// keys (a prefix) the session now holds, what is known of the session, and with
 // fencing the tokens of keys once all are held. dc is conn's driver
 // connection, to look its backend up (nil if the driver does not keep one
 // backend per connection).
-func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, *backend, []int64, error) {
+func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, *session, []int64, error) {
 	if len(keys) == 1 && !l.opts.fencing {
-		if be, ok := l.backends.ofConn(dc); ok {
+		if sess, ok := l.backends.ofConn(dc); ok {
 			// The connection's backend is known: the lock alone, with
 			// Exec; the rows affected say whether it was taken.
 			q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
@@ -327,7 +329,7 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 			case n > 1:
 				return 0, nil, nil, fmt.Errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
 			}
-			return int(n), be, nil, nil
+			return int(n), sess, nil, nil
 		}
 	}
 	n, pid, tokens, err := l.query(ctx, conn, m, keys, timeout)

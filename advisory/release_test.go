@@ -10,6 +10,7 @@ import (
 	"github.com/DATA-DOG/go-sqlmock"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/internal/faultproxy"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/itest"
@@ -37,6 +38,68 @@ func TestReleaseCancelledContext(t *testing.T) {
 		if s := e.db.Stats(); s.InUse != 0 || s.Idle != 1 {
 			t.Fatalf("pool after Release: %+v, want 0 in use and 1 idle", s)
 		}
+	})
+}
+
+// TestReleaseSilentNetwork: Release of a held lease while the network to the
+// server is silent (packets dropped, nothing closed) returns within the
+// release bound with an error that wraps context.DeadlineExceeded, and the
+// connection is discarded, not pooled. On pgx the keepalive sweep interrupts
+// the unlock through the socket's deadline (no context is given to pgx). lib/pq
+// cannot interrupt a statement on a silent network: there the bound is the
+// connection's TCP settings, as Lease.Release documents.
+func TestReleaseSilentNetwork(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		if driver == "postgres" {
+			t.Skip("lib/pq cannot interrupt a statement on a silent network (Lease.Release)")
+		}
+		e := setup(t, driver)
+		p, err := faultproxy.New(itest.Shared(t).Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		db := itest.OpenDSN(t, driver, itest.Shared(t).DSNAt(p.Addr(), e.dbname))
+		const bound, keepAlive = time.Second, time.Hour // no ping to notice the silence first
+		l := advisory.New(db, advisory.WithKeepAlive(keepAlive))
+		advisory.SetReleaseTimeout(l, bound)
+		ctx := timeout(t, 30*time.Second)
+		key := testKey(t)
+		// A first lease on the connection, so that the second is the kind
+		// most leases are: on a connection whose session is known.
+		first, err := l.Lock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := first.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lease, err := l.Lock(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !advisory.InterruptsBySocket(lease) {
+			t.Fatal("the pgx lease has no socket: its release would be bounded by a context that pgx watches on every statement")
+		}
+		p.Blackhole()
+		t0 := time.Now()
+		err = lease.Release(ctx)
+		took := time.Since(t0)
+		t.Logf("Release on a silent network: %v after %v", err, took)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Release = %v, want an error wrapping context.DeadlineExceeded", err)
+		}
+		if max := bound + advisory.SweepPeriod(keepAlive) + time.Second; took < bound || took > max {
+			t.Fatalf("Release took %v, want between %v and %v", took, bound, max)
+		}
+		if s := db.Stats(); s.InUse != 0 || s.Idle != 0 {
+			t.Fatalf("pool after an interrupted Release: %+v, want the connection discarded", s)
+		}
+		// The partition heals the hard way: the server ends the session
+		// when its socket closes, and the lock with it.
+		p.Cut()
+		p.Forward()
+		testkit.WaitNoAdvisoryLocks(t, e.admin)
 	})
 }
 

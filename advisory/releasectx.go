@@ -23,13 +23,14 @@ type boundCtx struct {
 	deadline int64              // ctx's deadline (mono)
 }
 
-// context returns ctx's values with a deadline at least releaseTimeout away.
-// It takes no lock: the shared context is replaced with a compare-and-swap.
-func (b *releaseBound) context(ctx context.Context) context.Context {
+// context returns ctx's values with a deadline at least timeout away (the
+// same timeout on every call). It takes no lock: the shared context is
+// replaced with a compare-and-swap.
+func (b *releaseBound) context(ctx context.Context, timeout time.Duration) context.Context {
 	now := mono()
 	cur := b.cur.Load()
-	if cur == nil || cur.deadline-now < int64(releaseTimeout) {
-		d := releaseTimeout + time.Second
+	if cur == nil || cur.deadline-now < int64(timeout) {
+		d := timeout + time.Second
 		next := &boundCtx{deadline: now + int64(d)}
 		next.ctx, next.cancel = context.WithTimeout(context.Background(), d)
 		if b.cur.CompareAndSwap(cur, next) {

@@ -93,8 +93,8 @@ func (ls *Lease) txFailed(ctx context.Context, what string, err error) error {
 	switch {
 	case perr != nil:
 		ls.lose(fmt.Errorf("%s failed and the connection does not answer: %w", what, perr))
-	case pid != ls.be.pid:
-		ls.lose(fmt.Errorf("%s failed and backend %d answers instead of %d: %w", what, pid, ls.be.pid, ErrPooler))
+	case pid != ls.sess.be.pid:
+		ls.lose(fmt.Errorf("%s failed and backend %d answers instead of %d: %w", what, pid, ls.sess.be.pid, ErrPooler))
 	default:
 		return err // the session and its lock are intact
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/lib/pq"
 )
@@ -62,7 +63,7 @@ func (c *countConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &countConn{Conn: conn, n: c.n}, nil
+	return &countConn{inner: conn, n: c.n}, nil
 }
 
 func (c *countConnector) Driver() driver.Driver { return c.drv }
@@ -71,26 +72,47 @@ func (c *countConnector) Driver() driver.Driver { return c.drv }
 // server. Optional interfaces the driver lacks answer driver.ErrSkip, which
 // makes database/sql fall back as it would without the wrapper.
 type countConn struct {
-	driver.Conn
-	n *counter
+	inner driver.Conn
+	n     *counter
+}
+
+func (c *countConn) Close() error { return c.inner.Close() }
+
+func (c *countConn) Begin() (driver.Tx, error) {
+	c.n.add()
+	tx, err := c.inner.Begin() // the (deprecated) driver.Conn method, forwarded
+	if err != nil {
+		return nil, err
+	}
+	return &countTx{tx, c.n}, nil
+}
+
+// Conn returns pgx's connection under the wrapper, as *stdlib.Conn's Conn
+// does, so that the library reaches the socket as it would without the
+// wrapper (nil for other drivers).
+func (c *countConn) Conn() *pgx.Conn {
+	if s, ok := c.inner.(*stdlib.Conn); ok {
+		return s.Conn()
+	}
+	return nil
 }
 
 func (c *countConn) Prepare(q string) (driver.Stmt, error) {
 	c.n.add()
-	return c.Conn.Prepare(q)
+	return c.inner.Prepare(q)
 }
 
 func (c *countConn) PrepareContext(ctx context.Context, q string) (driver.Stmt, error) {
 	c.n.add()
-	if p, ok := c.Conn.(driver.ConnPrepareContext); ok {
+	if p, ok := c.inner.(driver.ConnPrepareContext); ok {
 		return p.PrepareContext(ctx, q)
 	}
-	return c.Conn.Prepare(q)
+	return c.inner.Prepare(q)
 }
 
 func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	c.n.add()
-	b, ok := c.Conn.(driver.ConnBeginTx)
+	b, ok := c.inner.(driver.ConnBeginTx)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
@@ -102,7 +124,7 @@ func (c *countConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 }
 
 func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Rows, error) {
-	qc, ok := c.Conn.(driver.QueryerContext)
+	qc, ok := c.inner.(driver.QueryerContext)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
@@ -111,7 +133,7 @@ func (c *countConn) QueryContext(ctx context.Context, q string, args []driver.Na
 }
 
 func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.NamedValue) (driver.Result, error) {
-	ec, ok := c.Conn.(driver.ExecerContext)
+	ec, ok := c.inner.(driver.ExecerContext)
 	if !ok {
 		return nil, driver.ErrSkip
 	}
@@ -120,7 +142,7 @@ func (c *countConn) ExecContext(ctx context.Context, q string, args []driver.Nam
 }
 
 func (c *countConn) Ping(ctx context.Context) error {
-	p, ok := c.Conn.(driver.Pinger)
+	p, ok := c.inner.(driver.Pinger)
 	if !ok {
 		return nil
 	}
@@ -129,21 +151,21 @@ func (c *countConn) Ping(ctx context.Context) error {
 }
 
 func (c *countConn) ResetSession(ctx context.Context) error {
-	if r, ok := c.Conn.(driver.SessionResetter); ok {
+	if r, ok := c.inner.(driver.SessionResetter); ok {
 		return r.ResetSession(ctx)
 	}
 	return nil
 }
 
 func (c *countConn) IsValid() bool {
-	if v, ok := c.Conn.(driver.Validator); ok {
+	if v, ok := c.inner.(driver.Validator); ok {
 		return v.IsValid()
 	}
 	return true
 }
 
 func (c *countConn) CheckNamedValue(nv *driver.NamedValue) error {
-	if ch, ok := c.Conn.(driver.NamedValueChecker); ok {
+	if ch, ok := c.inner.(driver.NamedValueChecker); ok {
 		return ch.CheckNamedValue(nv)
 	}
 	return driver.ErrSkip

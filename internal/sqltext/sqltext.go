@@ -353,3 +353,9 @@ func XactLockAll(s Style, m Mode, keys []keyspace.Key, timeout time.Duration) (s
 	b := &builder{style: s}
 	return b.restoring(b.lockAll("xact_", m, keys), timeout), b.args
 }
+
+// ExposesSocket reports whether the connections of d lead to their socket
+// through exported methods: pgx's stdlib (Conn().PgConn().Conn()). A
+// statement on such a connection can be interrupted without a context, by
+// setting the socket's deadline.
+func ExposesSocket(d driver.Driver) bool { return typeName(d) == "*stdlib.Driver" }
