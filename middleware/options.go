@@ -68,9 +68,11 @@ func newConfig(opts []Option) config {
 func FailFast() Option { return func(c *config) { c.wait = 0 } }
 
 // WaitUpTo makes the middleware wait for the lock up to d, then answer 503
-// (ErrWaitTimeout). For Lock, d bounds the pool checkout and the wait
-// together (a context deadline; advisory discards the connection of a wait
-// cut short that way, so a timeout costs a reconnection); for TxLock it is
+// (ErrWaitTimeout). For Lock, the key is tried first, and only a key held
+// elsewhere is waited for, one round trip later: d bounds that wait,
+// its pool checkout included (a context deadline; advisory discards the
+// connection of a wait cut short that way, so a timeout costs a
+// reconnection). For TxLock it is
 // the server's lock_timeout of the lock statement, which leaves the
 // connection usable. d must be positive.
 func WaitUpTo(d time.Duration) Option {

@@ -336,6 +336,27 @@ func report(w io.Writer, r *results) {
 		}
 	}
 
+	overhead := false
+	for _, d := range drivers {
+		for _, c := range []int{1, 8} {
+			pre := fmt.Sprintf("BenchmarkOverhead/driver=%s/conns=%d/form=", d, c)
+			base, ok := r.best(pre+"raw-params", pre+"raw-inline")
+			lv, ok2 := r.median(pre+"library", "ns/op")
+			if !ok || !ok2 {
+				continue
+			}
+			if !overhead {
+				overhead = true
+				p("\n## Client work per lock+unlock, without a server (BenchmarkOverhead, informational)\n\n")
+				p("| Driver | Goroutines | Library | Raw | Library − raw | Library allocs | Raw allocs |\n|---|---|---|---|---|---|---|\n")
+			}
+			bv, _ := r.median(base, "ns/op")
+			la, _ := r.median(pre+"library", "allocs/op")
+			ba, _ := r.median(base, "allocs/op")
+			p("| %s | %d | %.0f ns | %.0f ns (%s) | %+.0f ns | %.0f | %.0f |\n", d, c, lv, bv, form(base), lv-bv, la, ba)
+		}
+	}
+
 	p("\n## Medians of every benchmark\n\n| Benchmark | ns/op | B/op | allocs/op | other | samples |\n|---|---|---|---|---|---|\n")
 	names := make([]string, 0, len(r.samples))
 	for n := range r.samples {
