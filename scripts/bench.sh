@@ -81,6 +81,8 @@ for round in $(seq "$count"); do
 	run '^BenchmarkHotKey$' 800x 1
 	# A private durable server (fsync on) per sample: what a token costs.
 	run '^BenchmarkFencing$' 2000x 1
+	# No server: the client's own work per lock+unlock.
+	run '^BenchmarkOverhead$' 200000x 1
 done
 # One private server per sample would cost a server start each: one sample
 # of 3 iterations instead (ns/op is their mean).
@@ -148,7 +150,17 @@ EOF
   connection pinned for the whole run; `raw-inline` writes the integer into
   the SQL text. lib/pq spends an extra round trip preparing every statement
   with a parameter; pgx caches prepared statements by text, so inline text
-  thrashes its cache.
+  thrashes its cache. Informational forms: `raw-pooled` is the best raw form
+  on a connection taken from the pool for each lock (as the library does),
+  `raw-deadline` the best raw form on a pinned connection with every
+  statement under a context with a deadline.
+- **Overhead**: the same lock+unlock without a server: the connections
+  answer every statement at once, and `db.Driver()` is the real driver, so
+  the library takes the path it takes with that driver. It shows what the
+  client itself spends (database/sql included, the driver's encoding and
+  socket not), free of the network's noise. With 8 goroutines on this
+  machine the client's work competes with the server for the same CPUs,
+  so every nanosecond here shows in the uncontended ratios.
 - **HotKey**: 64 goroutines of one process on one key, pools of 64
   connections. `raw`: each goroutine waits on its own connection.
   `library`: `advisory.Locker` as it is: goroutines of the process queue per
@@ -164,7 +176,9 @@ EOF
   one round trip each) on a pinned connection, which `Release` now uses too;
   `raw-array` is one hand-written statement each way.
 - **Middleware**: one request through `middleware.Lock` (fail fast),
-  `Lock` with `WaitUpTo`, and `TxLock`, in memory with httptest, against the
+  `Lock` with `WaitUpTo` (the key is free: the try that comes first takes
+  it; a busy key would cost one more round trip before the bounded wait),
+  and `TxLock`, in memory with httptest, against the
   bare handler. `stmts/op` counts statements with a counting driver wrapper;
   TxLock's BEGIN and COMMIT are the handler's transaction, so only the lock
   statement counts against the goal. B/op includes the driver's allocations.
