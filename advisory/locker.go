@@ -153,10 +153,12 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		if err != nil {
 			return nil, err
 		}
-		if waited := time.Duration(mono() - start).Truncate(time.Millisecond); timeout > 0 && waited > 0 {
-			// The time spent in the queue counts against lock_timeout (the
-			// server counts whole milliseconds).
-			timeout = max(timeout-waited, time.Millisecond)
+		if timeout > 0 {
+			if waited := time.Duration(mono() - start).Truncate(time.Millisecond); waited > 0 {
+				// The time spent in the queue counts against lock_timeout
+				// (the server counts whole milliseconds).
+				timeout = max(timeout-waited, time.Millisecond)
+			}
 		}
 	}
 	if next, ok := t.Value().(*Lease); ok {
@@ -221,7 +223,10 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if l.opts.fenceErr != nil {
 		return nil, l.opts.fenceErr
 	}
-	start := mono()
+	var start int64 // only for the hook and the log
+	if l.opts.hooks.Acquired != nil || l.opts.logger != nil {
+		start = mono()
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
