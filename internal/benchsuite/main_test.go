@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -77,4 +78,48 @@ func (r rng) next() int64 { return r.r.Int64() }
 func (r rng) key() (keyspace.Key, int64) {
 	n := r.next()
 	return keyspace.Int64(n), n
+}
+
+// warmupOps is how many operations each goroutine runs, untimed, before a
+// measurement (warmUp).
+const warmupOps = 200
+
+// warmUp runs op untimed on conns goroutines, warmupOps times each (on a
+// connection of its own if pin), so that what a process does once is not in
+// the first sample: the heap growing to its working size, the statements a
+// driver prepares on each connection, the library's state per connection.
+// bench.sh runs every sample in a fresh process, so without it each sample
+// would carry that cost, and the forms run first in a process most.
+func warmUp(b *testing.B, db *sql.DB, conns int, pin bool, op op) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			var c *sql.Conn
+			if pin {
+				var err error
+				if c, err = db.Conn(ctx); err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+			}
+			r := newRNG()
+			for range warmupOps {
+				if err := op(ctx, c, r); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatalf("warm-up: %v", err)
+	}
 }

@@ -80,6 +80,12 @@ func BenchmarkSessionLockPaired(b *testing.B) {
 					rawNS.Add(int64(rw))
 					return nil
 				}
+				var warm atomic.Bool
+				warmUp(b, db, conns, true, func(_ context.Context, c *sql.Conn, r rng) error {
+					return pair(c, r, warm.Swap(!warm.Load()))
+				})
+				libNS.Store(0)
+				rawNS.Store(0)
 				b.ReportAllocs()
 				if conns == 1 {
 					c, err := db.Conn(ctx)

@@ -34,6 +34,7 @@ func runForms(b *testing.B, db *sql.DB, conns int, forms []form) {
 		b.Run(fmt.Sprintf("conns=%d/form=%s", conns, f.name), func(b *testing.B) {
 			setPool(b, db, conns)
 			ctx := context.Background()
+			warmUp(b, db, conns, f.pin, f.op)
 			b.ReportAllocs()
 			if conns == 1 {
 				var c *sql.Conn
