@@ -156,7 +156,8 @@ EOF
   statement under a context with a deadline.
 - **Overhead**: the same lock+unlock without a server: the connections
   answer every statement at once, and `db.Driver()` is the real driver, so
-  the library takes the path it takes with that driver. It shows what the
+  the library takes the path it takes with that driver (`raw-pooled`: the
+  raw form on a pooled connection per lock). It shows what the
   client itself spends (database/sql included, the driver's encoding and
   socket not), free of the network's noise. With 8 goroutines on this
   machine the client's work competes with the server for the same CPUs,

@@ -348,12 +348,13 @@ func report(w io.Writer, r *results) {
 			if !overhead {
 				overhead = true
 				p("\n## Client work per lock+unlock, without a server (BenchmarkOverhead, informational)\n\n")
-				p("| Driver | Goroutines | Library | Raw | Library − raw | Library allocs | Raw allocs |\n|---|---|---|---|---|---|---|\n")
+				p("| Driver | Goroutines | Library | Raw | Raw, pooled connection | Library − raw | Library − raw pooled | Library allocs | Raw allocs |\n|---|---|---|---|---|---|---|---|---|\n")
 			}
 			bv, _ := r.median(base, "ns/op")
+			pv, _ := r.median(pre+"raw-pooled", "ns/op")
 			la, _ := r.median(pre+"library", "allocs/op")
 			ba, _ := r.median(base, "allocs/op")
-			p("| %s | %d | %.0f ns | %.0f ns (%s) | %+.0f ns | %.0f | %.0f |\n", d, c, lv, bv, form(base), lv-bv, la, ba)
+			p("| %s | %d | %.0f ns | %.0f ns (%s) | %.0f ns | %+.0f ns | %+.0f ns | %.0f | %.0f |\n", d, c, lv, bv, form(base), pv, lv-bv, lv-pv, la, ba)
 		}
 	}
 
