@@ -10,10 +10,16 @@ import (
 // shared timer instead of a timer per lease: taking a lock then costs a link
 // into a list instead of a timer (whose arming can wake the runtime's
 // network poller with a system call on every acquire). While any lease is
-// held the timer fires every quarter of the keepalive interval and starts,
-// each on a goroutine of its own, the pings that are due; so a lease is
-// pinged between one and one and a quarter intervals after its grant or its
-// last ping. With no lease held the timer stops.
+// held the timer fires every sweepPeriod (a quarter of the keepalive
+// interval, at most a second) and starts, each on a goroutine of its own,
+// the pings that are due; so a lease is pinged between one interval and one
+// interval plus a period after its grant or its last ping. With no lease
+// held the timer stops.
+//
+// The same sweep bounds the releases that can be interrupted through their
+// socket (Lease.Release on pgx): a releasing lease is linked with the
+// deadline of its release, and the sweep sets the socket's deadline of one
+// that is overdue.
 //
 // The leases are linked into lists through their own fields (no map, no
 // allocation), spread over shards by backend so that leases taken and given
@@ -106,14 +112,16 @@ func (k *keepalives) link(ls *Lease, due int64, rel bool) {
 	}
 }
 
-// unwatch cancels ls's next ping (a ping already started runs to its end);
-// the caller holds ls.mu. A no-op if ls is not watched.
+// unwatch cancels ls's next ping (a ping already started runs to its end)
+// or the watch of its release; the caller holds ls.mu. A no-op if ls is not
+// watched.
 func (k *keepalives) unwatch(ls *Lease) {
 	s := k.shardOf(ls)
 	s.mu.Lock()
 	if ls.watched {
 		s.unlinkLocked(ls)
 	}
+	ls.releasing = false
 	s.mu.Unlock()
 }
 
