@@ -3,6 +3,7 @@ package advisory
 import (
 	"errors"
 
+	"github.com/pgadvisory/pgadvisory/internal/errfmt"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
 )
 
@@ -42,3 +43,9 @@ var (
 	// ErrNoKeys is returned by LockAll without keys.
 	ErrNoKeys = errors.New("advisory: no keys to lock")
 )
+
+// errorf is fmt.Errorf for the messages of this package, which name it once
+// however many of its errors they wrap (errfmt.Errorf).
+func errorf(format string, args ...any) error {
+	return errfmt.Errorf("advisory: ", format, args...)
+}

@@ -111,7 +111,7 @@ func CreateFenceTable(ctx context.Context, db *sql.DB, table string) error {
 	}
 	for _, stmt := range sqltext.FenceTable(q) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return fmt.Errorf("advisory: creating the fencing table: %w", pgerr.FenceError(err))
+			return errorf("advisory: creating the fencing table: %w", pgerr.FenceError(err))
 		}
 	}
 	return nil
@@ -148,13 +148,13 @@ func fenceError(err error) error {
 func parseTokens(s string, n int) ([]int64, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) != n {
-		return nil, fmt.Errorf("advisory: server returned %d fencing tokens for %d keys", len(parts), n)
+		return nil, errorf("advisory: server returned %d fencing tokens for %d keys", len(parts), n)
 	}
 	out := make([]int64, n)
 	for i, p := range parts {
 		v, err := strconv.ParseInt(p, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("advisory: bad fencing token %q: %w", p, err)
+			return nil, errorf("advisory: bad fencing token %q: %w", p, err)
 		}
 		out[i] = v
 	}

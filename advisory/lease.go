@@ -203,7 +203,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 	ls.mu.Lock()
 	if ls.released {
 		ls.mu.Unlock()
-		return fmt.Errorf("advisory: release %v: %w", keyArg(ls.keys), ErrReleased)
+		return errorf("advisory: release %v: %w", keyArg(ls.keys), ErrReleased)
 	}
 	ls.released = true
 	ls.l.ka.unwatch(ls) // a no-op if no ping is scheduled
@@ -266,7 +266,7 @@ func (ls *Lease) Release(ctx context.Context) error {
 			if inner := errors.Unwrap(failed); inner != nil {
 				cause = inner // without unlock's "advisory: release k:" prefix
 			}
-			failed = fmt.Errorf("advisory: release %v: not done within %v: %w (%w)",
+			failed = errorf("advisory: release %v: not done within %v: %w (%w)",
 				keyArg(ls.keys), ls.l.relTimeout, context.DeadlineExceeded, cause)
 		}
 	} else {
@@ -400,7 +400,7 @@ func (ls *Lease) lose(cause error) {
 		ls.mu.Unlock()
 		return
 	}
-	err := fmt.Errorf("advisory: lock %v lost: %w: %w", keyArg(ls.keys), ErrLockLost, cause)
+	err := errorf("advisory: lock %v: %w: %w", keyArg(ls.keys), ErrLockLost, cause)
 	ls.err = err
 	ls.isLost = true
 	if ls.lost != nil {

@@ -143,7 +143,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 				h(key, shared)
 			}
 			if try {
-				return nil, fmt.Errorf("advisory: lock %v: held by another lease of this process: %w", key, ErrNotAcquired)
+				return nil, errorf("advisory: lock %v: held by another lease of this process: %w", key, ErrNotAcquired)
 			}
 		}
 	}
@@ -207,7 +207,7 @@ func (l *Locker) queue(ctx context.Context, key keyspace.Key, shared bool) (*key
 	case err == nil:
 		return t, nil
 	case ctx.Err() == nil && qctx.Err() != nil:
-		return nil, fmt.Errorf("advisory: lock %v: waited %v behind other leases of this process: %w",
+		return nil, errorf("advisory: lock %v: waited %v behind other leases of this process: %w",
 			key, l.opts.lockTimeout, ErrLockTimeout)
 	}
 	return nil, l.fail(ctx, []keyspace.Key{key}, err)
@@ -269,10 +269,10 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		if h := l.opts.hooks.Contended; h != nil {
 			h(keys[0], shared)
 		}
-		return nil, fmt.Errorf("advisory: lock %v: %w", keyArg(keys), ErrNotAcquired)
+		return nil, errorf("advisory: lock %v: %w", keyArg(keys), ErrNotAcquired)
 	}
 	if err == nil && held < len(keys) {
-		err = fmt.Errorf("advisory: server took %d of %d keys", held, len(keys))
+		err = errorf("advisory: server took %d of %d keys", held, len(keys))
 	}
 	if err == nil && ctx.Err() != nil {
 		// The driver may have given up on the connection as the context
@@ -298,12 +298,12 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 		// connection.
 		l.unlockBestEffort(conn, keys, shared)
 		l.discard(conn)
-		return nil, fmt.Errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), sess.be.pid, ErrPooler)
+		return nil, errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), sess.be.pid, ErrPooler)
 	}
 	if l.opts.fencing && len(tokens) != len(keys) {
 		l.discard(conn)
 		sess.be.unclaim()
-		return nil, fmt.Errorf("advisory: lock %v: no fencing token from the server", keyArg(keys))
+		return nil, errorf("advisory: lock %v: no fencing token from the server", keyArg(keys))
 	}
 	ls := newLease(l, conn, keys, shared, sess, tokens)
 	if h := l.opts.hooks.Acquired; h != nil {
@@ -332,7 +332,7 @@ func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mod
 			case err != nil:
 				return 0, nil, nil, err
 			case n > 1:
-				return 0, nil, nil, fmt.Errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
+				return 0, nil, nil, errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
 			}
 			return int(n), sess, nil, nil
 		}
@@ -379,7 +379,7 @@ func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys
 			return 1, pid, []int64{token.Int64}, nil
 		case l.opts.fencing:
 			// Granted without a token: only a missing epoch row does that.
-			return 1, pid, nil, fmt.Errorf("advisory: lock %v: %w", keys[0], ErrNoFenceEpoch)
+			return 1, pid, nil, errorf("advisory: lock %v: %w", keys[0], ErrNoFenceEpoch)
 		}
 		return 1, pid, nil, nil
 	}
@@ -398,7 +398,7 @@ func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys
 			}
 		} else if n == int64(len(keys)) {
 			// All granted without tokens: only a missing epoch row does that.
-			return int(n), pid, nil, fmt.Errorf("advisory: lock %v: %w", keyArg(keys), ErrNoFenceEpoch)
+			return int(n), pid, nil, errorf("advisory: lock %v: %w", keyArg(keys), ErrNoFenceEpoch)
 		}
 	} else {
 		q, args := sqltext.LockAll(l.style, m, keys, timeout)
@@ -407,7 +407,7 @@ func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys
 		}
 	}
 	if n < 0 || n > int64(len(keys)) {
-		return 0, pid, nil, fmt.Errorf("advisory: server reported %d keys taken of %d", n, len(keys))
+		return 0, pid, nil, errorf("advisory: server reported %d keys taken of %d", n, len(keys))
 	}
 	return int(n), pid, tokens, nil
 }
@@ -440,9 +440,9 @@ func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, q string, args [
 // the driver reported), else the driver's error classified by SQLSTATE.
 func (l *Locker) fail(ctx context.Context, keys []keyspace.Key, err error) error {
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("advisory: lock %v: %w (%w)", keyArg(keys), cerr, err)
+		return errorf("advisory: lock %v: %w (%w)", keyArg(keys), cerr, err)
 	}
-	return fmt.Errorf("advisory: lock %v: %w", keyArg(keys), pgerr.Classify(err))
+	return errorf("advisory: lock %v: %w", keyArg(keys), pgerr.Classify(err))
 }
 
 // discard throws conn away instead of returning it to the pool: returning
@@ -468,19 +468,19 @@ func (l *Locker) unlock(ctx context.Context, conn *sql.Conn, keys []keyspace.Key
 		n, err := execCount(ctx, conn, q, args)
 		switch {
 		case err != nil:
-			return fmt.Errorf("advisory: release %v: %w", keys[0], err)
+			return errorf("advisory: release %v: %w", keys[0], err)
 		case n != 1:
-			return fmt.Errorf("advisory: release %v: the session did not hold it: %w", keys[0], ErrLockLost)
+			return errorf("advisory: release %v: the session did not hold it: %w", keys[0], ErrLockLost)
 		}
 		return nil
 	}
 	var n int64
 	q, args := sqltext.UnlockMany(l.style, shared, keys)
 	if err := conn.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
-		return fmt.Errorf("advisory: release %v: %w", keyArg(keys), err)
+		return errorf("advisory: release %v: %w", keyArg(keys), err)
 	}
 	if n != int64(len(keys)) {
-		return fmt.Errorf("advisory: release %v: the session held %d of the %d keys: %w", keyArg(keys), n, len(keys), ErrLockLost)
+		return errorf("advisory: release %v: the session held %d of the %d keys: %w", keyArg(keys), n, len(keys), ErrLockLost)
 	}
 	return nil
 }

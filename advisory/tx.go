@@ -24,7 +24,7 @@ import (
 // found by them rather than by the keepalive.
 func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if ls == nil {
-		return fmt.Errorf("advisory: Tx on a nil lease: %w", ErrReleased)
+		return errorf("advisory: Tx on a nil lease: %w", ErrReleased)
 	}
 	if fn == nil {
 		return errors.New("advisory: Tx with a nil function")
@@ -73,7 +73,7 @@ func (ls *Lease) usable() error {
 	case ls.err != nil && ls.err != ErrReleased:
 		return ls.err
 	case ls.released || ls.err != nil:
-		return fmt.Errorf("advisory: lease of %v: %w", keyArg(ls.keys), ErrReleased)
+		return errorf("advisory: lease of %v: %w", keyArg(ls.keys), ErrReleased)
 	}
 	return nil
 }
@@ -82,7 +82,7 @@ func (ls *Lease) usable() error {
 // longer answers as the backend that took the lock, the lease is lost and
 // the error says so. The caller holds connMu.
 func (ls *Lease) txFailed(ctx context.Context, what string, err error) error {
-	err = fmt.Errorf("advisory: %s on the lease's connection: %w", what, err)
+	err = errorf("advisory: %s on the lease's connection: %w", what, err)
 	if lerr := ls.usable(); lerr != nil {
 		return fmt.Errorf("%w (%w)", lerr, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
-	"fmt"
 	"reflect"
 
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -43,7 +42,7 @@ func Do(ctx context.Context, db Beginner, key keyspace.Key, fn func(tx *sql.Tx) 
 	o := collect(opts)
 	tx, release, err := begin(ctx, db, o.txOpts)
 	if err != nil {
-		return fmt.Errorf("txlock: begin: %w", err)
+		return errorf("txlock: begin: %w", err)
 	}
 	defer release()
 	done := false
@@ -65,14 +64,14 @@ func Do(ctx context.Context, db Beginner, key keyspace.Key, fn func(tx *sql.Tx) 
 	}
 	done = true
 	if cerr := ctx.Err(); cerr != nil {
-		return withRollback(fmt.Errorf("txlock: not committed: %w", cerr), tx)
+		return withRollback(errorf("txlock: not committed: %w", cerr), tx)
 	}
 	if err := tx.Commit(); err != nil {
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, sql.ErrTxDone) {
 			// database/sql rolled the transaction back when ctx ended.
-			return fmt.Errorf("txlock: commit: %w: %w", cerr, err)
+			return errorf("txlock: commit: %w: %w", cerr, err)
 		}
-		return fmt.Errorf("txlock: commit: %w", err)
+		return errorf("txlock: commit: %w", err)
 	}
 	return nil
 }
@@ -128,7 +127,7 @@ func withRollback(err error, tx *sql.Tx) error {
 // ended already or its connection being gone (the server then aborts it).
 func rollback(tx *sql.Tx) error {
 	if err := tx.Rollback(); err != nil && !errors.Is(err, sql.ErrTxDone) && !errors.Is(err, driver.ErrBadConn) {
-		return fmt.Errorf("txlock: rollback: %w", err)
+		return errorf("txlock: rollback: %w", err)
 	}
 	return nil
 }

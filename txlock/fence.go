@@ -107,7 +107,7 @@ func next(ctx context.Context, db *sql.DB, key keyspace.Key, table string) (int6
 		return 0, fail(ctx, "fencing token of "+key.String(), pgerr.FenceError(err))
 	}
 	if !token.Valid {
-		return 0, fmt.Errorf("txlock: fencing token of %v: %w", key, ErrNoFenceEpoch)
+		return 0, errorf("txlock: fencing token of %v: %w", key, ErrNoFenceEpoch)
 	}
 	return token.Int64, nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pgadvisory/pgadvisory/internal/errfmt"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -143,7 +144,7 @@ func lockOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.
 		return err
 	}
 	if !ok {
-		return fmt.Errorf("txlock: lock %v: %w", key, ErrNotAcquired)
+		return errorf("txlock: lock %v: %w", key, ErrNotAcquired)
 	}
 	return nil
 }
@@ -230,7 +231,7 @@ func lockAll(ctx context.Context, tx Querier, keys []keyspace.Key, o options) er
 		return fail(ctx, fmt.Sprintf("lock all of %d keys", len(sorted)), err)
 	}
 	if n != int64(len(sorted)) {
-		return fmt.Errorf("txlock: lock all: server reports %d of %d keys held", n, len(sorted))
+		return errorf("txlock: lock all: server reports %d of %d keys held", n, len(sorted))
 	}
 	return nil
 }
@@ -248,9 +249,9 @@ func Sorted(keys []keyspace.Key) []keyspace.Key {
 func fail(ctx context.Context, what string, err error) error {
 	err = pgerr.Classify(err)
 	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
-		return fmt.Errorf("txlock: %s: %w: %w", what, cerr, err)
+		return errorf("txlock: %s: %w: %w", what, cerr, err)
 	}
-	return fmt.Errorf("txlock: %s: %w", what, err)
+	return errorf("txlock: %s: %w", what, err)
 }
 
 // checkTx rejects, before anything is sent, values that are no transaction:
@@ -310,4 +311,10 @@ func styleOf(q any) sqltext.Style {
 		}
 	}
 	return sqltext.Params
+}
+
+// errorf is fmt.Errorf for the messages of this package, which name it once
+// however many of its errors they wrap (errfmt.Errorf).
+func errorf(format string, args ...any) error {
+	return errfmt.Errorf("txlock: ", format, args...)
 }
