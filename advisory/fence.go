@@ -3,8 +3,6 @@ package advisory
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -16,7 +14,8 @@ import (
 const DefaultFenceTable = sqltext.DefaultFenceTable
 
 // ErrNoFenceTable means fencing is on but its counter table does not exist.
-var ErrNoFenceTable = errors.New("advisory: the fencing table does not exist: create it once with advisory.CreateFenceTable(ctx, db, table), the SQL of advisory.FenceTableSQL(table), or pglock")
+// errors.Is matches it against txlock.ErrNoFenceTable too.
+var ErrNoFenceTable = pgerr.ErrNoFenceTable
 
 // ErrNoFenceEpoch means the fencing table has no epoch row, which every
 // token needs: run CreateFenceTable again. errors.Is matches it against
@@ -30,14 +29,15 @@ var ErrNoFenceEpoch = pgerr.ErrNoFenceEpoch
 var ErrFenceLayout = pgerr.ErrFenceLayout
 
 // ErrBadFenceTable means the table name given to WithFencing is not a plain
-// (optionally schema-qualified) identifier.
-var ErrBadFenceTable = errors.New("advisory: bad fencing table name: want letters, digits and underscores, optionally schema.table")
+// (optionally schema-qualified) identifier. errors.Is matches it against
+// txlock.ErrBadFenceTable too.
+var ErrBadFenceTable = pgerr.ErrBadFenceTable
 
 // quoteTable validates and quotes a table name; "" is DefaultFenceTable.
 func quoteTable(name string) (string, error) {
 	q, ok := sqltext.QuoteFenceTable(name)
 	if !ok {
-		return "", fmt.Errorf("%w: %q", ErrBadFenceTable, name)
+		return "", errorf("advisory: %w: %q", ErrBadFenceTable, name)
 	}
 	return q, nil
 }
@@ -139,7 +139,7 @@ func (ls *Lease) Tokens() []int64 {
 // layout to ErrFenceLayout.
 func fenceError(err error) error {
 	if pgerr.SQLState(err) == pgerr.UndefinedTable {
-		return fmt.Errorf("%w (%w)", ErrNoFenceTable, err)
+		return errorf("advisory: %w (%w)", ErrNoFenceTable, err)
 	}
 	return pgerr.FenceError(err)
 }

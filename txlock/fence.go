@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
@@ -16,12 +15,13 @@ import (
 const DefaultFenceTable = sqltext.DefaultFenceTable
 
 var (
-	// ErrNoFenceTable means the fencing counter table does not exist.
-	ErrNoFenceTable = errors.New("txlock: the fencing table does not exist: create it once with advisory.CreateFenceTable(ctx, db, table), the SQL of advisory.FenceTableSQL(table), or pglock fence init")
+	// ErrNoFenceTable means the fencing counter table does not exist. It is
+	// advisory.ErrNoFenceTable.
+	ErrNoFenceTable = pgerr.ErrNoFenceTable
 
 	// ErrBadFenceTable means the table name is not a plain (optionally
-	// schema-qualified) identifier.
-	ErrBadFenceTable = errors.New("txlock: bad fencing table name: want letters, digits and underscores, optionally schema.table")
+	// schema-qualified) identifier. It is advisory.ErrBadFenceTable.
+	ErrBadFenceTable = pgerr.ErrBadFenceTable
 
 	// ErrNoFenceEpoch means the fencing table has no epoch row, which every
 	// token needs: create the table again (advisory.CreateFenceTable or
@@ -73,7 +73,7 @@ func LockToken(ctx context.Context, db *sql.DB, tx Querier, key keyspace.Key, ta
 	}
 	q, ok := sqltext.QuoteFenceTable(table)
 	if !ok {
-		return 0, fmt.Errorf("%w: %q", ErrBadFenceTable, table)
+		return 0, errorf("txlock: %w: %q", ErrBadFenceTable, table)
 	}
 	o := collect(opts)
 	if err := lockOne(ctx, tx, o.style(tx), key, o); err != nil {
@@ -92,7 +92,7 @@ func NextToken(ctx context.Context, db *sql.DB, key keyspace.Key, table string) 
 	}
 	q, ok := sqltext.QuoteFenceTable(table)
 	if !ok {
-		return 0, fmt.Errorf("%w: %q", ErrBadFenceTable, table)
+		return 0, errorf("txlock: %w: %q", ErrBadFenceTable, table)
 	}
 	return next(ctx, db, key, q)
 }
@@ -102,7 +102,7 @@ func next(ctx context.Context, db *sql.DB, key keyspace.Key, table string) (int6
 	var token sql.NullInt64
 	if err := db.QueryRowContext(ctx, q, args...).Scan(&token); err != nil {
 		if pgerr.SQLState(err) == pgerr.UndefinedTable {
-			return 0, fmt.Errorf("%w (%w)", ErrNoFenceTable, err)
+			return 0, errorf("txlock: %w (%w)", ErrNoFenceTable, err)
 		}
 		return 0, fail(ctx, "fencing token of "+key.String(), pgerr.FenceError(err))
 	}

@@ -26,6 +26,14 @@ const (
 	FeatureNotSupport = "0A000"
 )
 
+// ErrNoFenceTable means fencing is on but the fencing table does not exist;
+// advisory and txlock both return it.
+var ErrNoFenceTable = errors.New("the fencing table does not exist: create it once with advisory.CreateFenceTable(ctx, db, table), the SQL of advisory.FenceTableSQL(table), or pglock fence init")
+
+// ErrBadFenceTable means a fencing table name is not a plain (optionally
+// schema-qualified) identifier; advisory and txlock both return it.
+var ErrBadFenceTable = errors.New("bad fencing table name: want letters, digits and underscores, optionally schema.table")
+
 // ErrNoFenceEpoch means the fencing table exists but has no epoch row (kind
 // 0), which every token needs; advisory and txlock both return it.
 var ErrNoFenceEpoch = errors.New("the fencing table has no epoch row (kind 0): run advisory.CreateFenceTable or pglock fence init again, which adds it")
