@@ -430,9 +430,18 @@ func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, q string, args [
 	}
 	// A session that has not prepared it yet: nothing ran.
 	if _, err := conn.ExecContext(ctx, p.Prepare); err != nil {
+		if pgerr.SQLState(err) == pgerr.DuplicatePrepared {
+			// The session said a moment ago that it had no such statement:
+			// another backend answers now.
+			return errorf("advisory: the fencing statement was missing on one backend and is prepared on the next: %w (%w)", ErrPooler, err)
+		}
 		return err
 	}
-	return conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
+	err = conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
+	if pgerr.SQLState(err) == pgerr.UndefinedPrepared {
+		return errorf("advisory: the fencing statement prepared a moment ago is missing: %w (%w)", ErrPooler, err)
+	}
+	return err
 }
 
 // fail builds the error of a failed acquire: the context's error when the

@@ -261,3 +261,54 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 		}
 	})
 }
+
+// TestPgBouncerTransactionModeFenced: as TestPgBouncerTransactionMode, with
+// fencing, whose acquire lib/pq sends as a session-level prepared statement:
+// a statement prepared on one backend and executed on another is reported
+// as the pooler it is (ErrPooler), as is a lease taken anyway.
+func TestPgBouncerTransactionModeFenced(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		if err := advisory.CreateFenceTable(timeout(t, 30*time.Second), e.admin, ""); err != nil {
+			t.Fatal(err)
+		}
+		dsn := itest.StartPgBouncer(t, itest.Shared(t), itest.PoolTransaction)
+		db := itest.OpenDSN(t, driver, dsn(e.dbname))
+		l := advisory.New(db, advisory.WithKeepAlive(200*time.Millisecond), advisory.WithFencing(""))
+		ctx := timeout(t, 60*time.Second)
+		warm := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := db.ExecContext(ctx, "SELECT pg_sleep(0.3)")
+				warm <- err
+			}()
+		}
+		for range 2 {
+			if err := <-warm; err != nil {
+				t.Fatalf("warming the pool: %v", err)
+			}
+		}
+		refused, lost := 0, 0
+		for i := range 6 {
+			lease, err := l.Lock(ctx, keyspace.Pair(7002, int32(i)))
+			switch {
+			case errors.Is(err, advisory.ErrPooler):
+				refused++
+				t.Logf("Lock refused: %v", err)
+				continue
+			case err != nil:
+				t.Fatalf("Lock through pgbouncer: %v, want ErrPooler or a lease", err)
+			}
+			select {
+			case <-lease.Lost():
+				lost++
+			case <-time.After(10 * time.Second):
+				t.Fatal("a fenced session lock through a transaction pooler was neither refused nor lost")
+			}
+			if err := lease.Release(ctx); !errors.Is(err, advisory.ErrPooler) {
+				t.Fatalf("Release = %v, want the ErrPooler loss", err)
+			}
+		}
+		t.Logf("6 fenced locks through a transaction pooler: %d refused, %d lost", refused, lost)
+	})
+}

@@ -18,6 +18,7 @@ const (
 	UndefinedTable    = "42P01"
 	UndefinedColumn   = "42703"
 	UndefinedPrepared = "26000" // invalid_sql_statement_name: EXECUTE of a name the session has not prepared
+	DuplicatePrepared = "42P05" // duplicate_prepared_statement: PREPARE of a name the session has prepared
 	InvalidColumnRef  = "42P10" // among others: no unique constraint matches ON CONFLICT
 	ReadOnlySQLTxn    = "25006"
 	InFailedSQLTxn    = "25P02"
