@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/internal/faultproxy"
 	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -119,12 +118,7 @@ func TestLossTerminate(t *testing.T) {
 func TestLossBlackhole(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		e := setup(t, driver)
-		p, err := faultproxy.New(itest.Shared(t).Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		db := itest.OpenDSN(t, driver, itest.Shared(t).DSNAt(p.Addr(), e.dbname))
+		p, db := e.throughProxy(t, driver)
 		l := advisory.New(db, advisory.WithKeepAlive(lossKeepAlive))
 		key := testKey(t)
 		lease, errc, doneAt := doUntilLost(t, l, key)
@@ -208,21 +202,7 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 		l := advisory.New(db, advisory.WithKeepAlive(200*time.Millisecond))
 		ctx := timeout(t, 60*time.Second)
 		key := testKey(t)
-		// Make the pooler open its second server connection, as any real
-		// traffic would; with round robin the lease's statements then
-		// alternate between the two backends.
-		warm := make(chan error, 2)
-		for range 2 {
-			go func() {
-				_, err := db.ExecContext(ctx, "SELECT pg_sleep(0.3)")
-				warm <- err
-			}()
-		}
-		for range 2 {
-			if err := <-warm; err != nil {
-				t.Fatalf("warming the pool: %v", err)
-			}
-		}
+		warmPooler(t, ctx, db)
 		lease, err := l.Lock(ctx, key)
 		switch {
 		case errors.Is(err, advisory.ErrPooler):
@@ -276,18 +256,7 @@ func TestPgBouncerTransactionModeFenced(t *testing.T) {
 		db := itest.OpenDSN(t, driver, dsn(e.dbname))
 		l := advisory.New(db, advisory.WithKeepAlive(200*time.Millisecond), advisory.WithFencing(""))
 		ctx := timeout(t, 60*time.Second)
-		warm := make(chan error, 2)
-		for range 2 {
-			go func() {
-				_, err := db.ExecContext(ctx, "SELECT pg_sleep(0.3)")
-				warm <- err
-			}()
-		}
-		for range 2 {
-			if err := <-warm; err != nil {
-				t.Fatalf("warming the pool: %v", err)
-			}
-		}
+		warmPooler(t, ctx, db)
 		refused, lost := 0, 0
 		for i := range 6 {
 			lease, err := l.Lock(ctx, keyspace.Pair(7002, int32(i)))

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgadvisory/pgadvisory/internal/faultproxy"
 	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -51,6 +52,37 @@ func dbName(t *testing.T, dsn string) string {
 		t.Fatalf("parse DSN: %v", err)
 	}
 	return strings.TrimPrefix(u.Path, "/")
+}
+
+// throughProxy opens a pool of driver to e's database through a fault
+// proxy of its own, closed at the end of the test.
+func (e *env) throughProxy(t *testing.T, driver string) (*faultproxy.Proxy, *sql.DB) {
+	t.Helper()
+	p, err := faultproxy.New(itest.Shared(t).Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p, itest.OpenDSN(t, driver, itest.Shared(t).DSNAt(p.Addr(), e.dbname))
+}
+
+// warmPooler makes a transaction pooler in front of db open a second server
+// connection, as any real traffic would; with round robin a session's
+// statements then alternate between the two backends.
+func warmPooler(t *testing.T, ctx context.Context, db *sql.DB) {
+	t.Helper()
+	warm := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := db.ExecContext(ctx, "SELECT pg_sleep(0.3)")
+			warm <- err
+		}()
+	}
+	for range 2 {
+		if err := <-warm; err != nil {
+			t.Fatalf("warming the pool: %v", err)
+		}
+	}
 }
 
 // testKey is a key of the test's own.

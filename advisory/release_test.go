@@ -10,7 +10,6 @@ import (
 	"github.com/DATA-DOG/go-sqlmock"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/internal/faultproxy"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/itest"
@@ -54,12 +53,7 @@ func TestReleaseSilentNetwork(t *testing.T) {
 			t.Skip("lib/pq cannot interrupt a statement on a silent network (Lease.Release)")
 		}
 		e := setup(t, driver)
-		p, err := faultproxy.New(itest.Shared(t).Addr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer p.Close()
-		db := itest.OpenDSN(t, driver, itest.Shared(t).DSNAt(p.Addr(), e.dbname))
+		p, db := e.throughProxy(t, driver)
 		const bound, keepAlive = time.Second, time.Hour // no ping to notice the silence first
 		l := advisory.New(db, advisory.WithKeepAlive(keepAlive))
 		advisory.SetReleaseTimeout(l, bound)

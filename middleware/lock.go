@@ -112,13 +112,11 @@ func (h *lockHandler) acquire(ctx context.Context, key keyspace.Key, shared bool
 	// statement's context, which costs 600 to 900 bytes per request with a
 	// deadline of its own). Only a busy key gets the bounded wait, one
 	// round trip later.
-	var lease *advisory.Lease
-	var err error
+	try, lock := h.locker.TryLock, h.locker.Lock
 	if shared {
-		lease, err = h.locker.TryLockShared(ctx, key)
-	} else {
-		lease, err = h.locker.TryLock(ctx, key)
+		try, lock = h.locker.TryLockShared, h.locker.LockShared
 	}
+	lease, err := try(ctx, key)
 	switch {
 	case err == nil:
 		return lease, nil
@@ -129,11 +127,7 @@ func (h *lockHandler) acquire(ctx context.Context, key keyspace.Key, shared bool
 	}
 	wctx, cancel := context.WithTimeout(ctx, h.cfg.wait)
 	defer cancel()
-	if shared {
-		lease, err = h.locker.LockShared(wctx, key)
-	} else {
-		lease, err = h.locker.Lock(wctx, key)
-	}
+	lease, err = lock(wctx, key)
 	switch {
 	case err == nil:
 		return lease, nil

@@ -51,18 +51,7 @@ func BenchmarkOverhead(b *testing.B) {
 					}
 					return raw.unlock(ctx, c, n)
 				}},
-				{name: "raw-pooled", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
-					n := r.next()
-					c, err := db.Conn(ctx)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					if err := raw.lock(ctx, c, "pg_advisory_lock", n); err != nil {
-						return err
-					}
-					return raw.unlock(ctx, c, n)
-				}},
+				pooledForm(db, raw),
 			}
 			for _, conns := range []int{1, 8} {
 				runForms(b, db, conns, forms)

@@ -103,6 +103,24 @@ func rawBoolInline(ctx context.Context, c *sql.Conn, fn string, n int64) (bool, 
 
 var errNotHeld = errors.New("benchsuite: unlock reported the lock was not held")
 
+// pooledForm is "raw-pooled": the raw style s on a connection taken from
+// db's pool for each lock and given back after the unlock, as a raw user
+// does who does not dedicate a connection to locking (the library's way).
+func pooledForm(db *sql.DB, s rawStyle) form {
+	return form{name: "raw-pooled", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
+		n := r.next()
+		c, err := db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if err := s.lock(ctx, c, "pg_advisory_lock", n); err != nil {
+			return err
+		}
+		return s.unlock(ctx, c, n)
+	}}
+}
+
 // rawStyle is one raw form: how the lock is taken and how a boolean
 // function (unlock, try) is called.
 type rawStyle struct {
@@ -151,22 +169,8 @@ func BenchmarkSessionLock(b *testing.B) {
 		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
 			best = rawStyles[1]
 		}
-		// raw-pooled: the best raw style on a connection taken from the
-		// pool for each lock and given back after the unlock, as a raw
-		// user does who does not dedicate a connection to locking (the
-		// library's way). Informational, not a baseline of the goals.
-		forms = append(forms, form{name: "raw-pooled", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
-			n := r.next()
-			c, err := db.Conn(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := best.lock(ctx, c, "pg_advisory_lock", n); err != nil {
-				return err
-			}
-			return best.unlock(ctx, c, n)
-		}})
+		// Informational, not a baseline of the goals.
+		forms = append(forms, pooledForm(db, best))
 		// raw-deadline: the driver's best raw style with every statement
 		// under a context that can end (a request's, or a timeout), as the
 		// library's release always is: database/sql and the drivers then
