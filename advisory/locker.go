@@ -128,8 +128,11 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 	if err := ctx.Err(); err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
-	start := mono()
 	timeout := l.opts.lockTimeout
+	var start int64 // for the queue's share of lock_timeout, the hook and the log
+	if timeout > 0 || l.opts.hooks.Acquired != nil || l.opts.logger != nil {
+		start = mono()
+	}
 	var t *keyqueue.Ticket[keyspace.Key]
 	if try || l.opts.hooks.Contended != nil {
 		var ok bool
