@@ -23,27 +23,40 @@ import (
 // Queue is safe for concurrent use and must not be copied after first use.
 //
 // Keys are spread over shards, each with its own mutex, so that goroutines
-// working on different keys rarely meet on one mutex (a lock and its release
-// take a shard's mutex twice; one mutex for the whole Queue was measurable
-// when several cores lock and release at once).
+// working on different keys rarely meet on one mutex. A shard keeps the
+// state of its first few keys in use in slots of its own, next to its
+// mutex, and only more keys in a map: the common case, a key taken and given
+// back while few others are in use, then touches a few adjacent cache lines
+// and allocates nothing for the key.
 type Queue[K comparable] struct {
 	shards [shardCount]shard[K]
 }
 
-// shardCount is the number of shards of a Queue.
-const shardCount = 32
+// shardCount is the number of shards of a Queue, and slotsPerShard the keys
+// a shard keeps in slots before it needs its map.
+const (
+	shardCount    = 16
+	slotsPerShard = 4
+)
 
 // seed hashes keys to shards; one for the process is enough, as nothing
 // outside the Queue sees the hashes.
 var seed = maphash.MakeSeed()
 
-// shard is a part of a Queue's keys, padded so that two shards' mutexes do
-// not share a cache line.
+// shard is a part of a Queue's keys.
 type shard[K comparable] struct {
-	mu   sync.Mutex
-	keys map[K]*entry[K]
-	free []*entry[K]    // entries of idle keys, for reuse (at most maxFree)
-	_    [128 - 40]byte // mutex 8, map 8, slice 24
+	mu    sync.Mutex
+	more  map[K]*entry[K] // the keys in use beyond the slots
+	free  []*entry[K]     // entries of the map's idle keys, for reuse (at most maxFree)
+	_     [64 - 40]byte   // mutex 8, map 8, slice 24: the slots start 64 bytes in
+	slots [slotsPerShard]slot[K]
+}
+
+// slot holds one key in use, and its state, inside its shard.
+type slot[K comparable] struct {
+	key  K
+	e    entry[K]
+	used bool
 }
 
 // shardOf returns key's shard.
@@ -51,18 +64,18 @@ func (q *Queue[K]) shardOf(key K) *shard[K] {
 	return &q.shards[maphash.Comparable(seed, key)%shardCount]
 }
 
-// maxFree bounds the entries a shard keeps for reuse: a key taken and given
-// back, the common case, then costs no allocation for its entry.
-const maxFree = 8
+// maxFree bounds the entries a shard keeps for reuse by its map.
+const maxFree = 4
 
 // entry is the state of one key in use.
 type entry[K comparable] struct {
-	holders    int  // tickets granted and not yet released
-	exclusive  bool // the holders hold exclusively (then holders == 1)
+	holders    int // tickets granted and not yet released
 	head, tail *Ticket[K]
 	// waiting counts the tickets between head and tail. It changes only
 	// under the shard's mutex, but a holder may read it without (Ticket.Waiting).
-	waiting atomic.Int32
+	waiting   atomic.Int32
+	slot      int8 // index of the slot that holds it, -1 for one of the map
+	exclusive bool // the holders hold exclusively (then holders == 1)
 }
 
 // Ticket states.
@@ -134,7 +147,12 @@ func (q *Queue[K]) Len() int {
 	for i := range q.shards {
 		s := &q.shards[i]
 		s.mu.Lock()
-		n += len(s.keys)
+		n += len(s.more)
+		for j := range s.slots {
+			if s.slots[j].used {
+				n++
+			}
+		}
 		s.mu.Unlock()
 	}
 	return n
@@ -145,7 +163,7 @@ func (q *Queue[K]) Waiting(key K) int {
 	s := q.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.keys[key]; e != nil {
+	if e := s.lookupLocked(key); e != nil {
 		return int(e.waiting.Load())
 	}
 	return 0
@@ -165,27 +183,62 @@ func (q *Queue[K]) Holders(key K) int {
 	s := q.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.keys[key]; e != nil {
+	if e := s.lookupLocked(key); e != nil {
 		return e.holders
 	}
 	return 0
 }
 
+// lookupLocked returns key's entry, nil if key is not in use. s.mu must be
+// held.
+func (s *shard[K]) lookupLocked(key K) *entry[K] {
+	for i := range s.slots {
+		if sl := &s.slots[i]; sl.used && sl.key == key {
+			return &sl.e
+		}
+	}
+	if s.more != nil {
+		return s.more[key]
+	}
+	return nil
+}
+
 // entryLocked returns key's entry, creating it. s.mu must be held.
 func (s *shard[K]) entryLocked(key K) *entry[K] {
-	e := s.keys[key]
-	if e == nil {
-		if s.keys == nil {
-			s.keys = make(map[K]*entry[K])
+	free := -1
+	for i := range s.slots {
+		sl := &s.slots[i]
+		if !sl.used {
+			if free < 0 {
+				free = i
+			}
+		} else if sl.key == key {
+			return &sl.e
 		}
-		if n := len(s.free); n > 0 {
-			e = s.free[n-1]
-			s.free = s.free[:n-1]
-		} else {
-			e = &entry[K]{}
-		}
-		s.keys[key] = e
 	}
+	if s.more != nil {
+		if e := s.more[key]; e != nil {
+			return e
+		}
+	}
+	if free >= 0 {
+		sl := &s.slots[free]
+		sl.key, sl.used = key, true
+		sl.e.slot = int8(free)
+		return &sl.e
+	}
+	if s.more == nil {
+		s.more = make(map[K]*entry[K])
+	}
+	var e *entry[K]
+	if n := len(s.free); n > 0 {
+		e = s.free[n-1]
+		s.free = s.free[:n-1]
+	} else {
+		e = &entry[K]{}
+	}
+	e.slot = -1
+	s.more[key] = e
 	return e
 }
 
@@ -193,7 +246,7 @@ func (q *Queue[K]) try(key K, shared bool) (*Ticket[K], bool) {
 	s := q.shardOf(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.keys[key]
+	e := s.lookupLocked(key)
 	if e != nil && (e.head != nil || !e.compatible(shared)) {
 		return nil, false
 	}
@@ -309,16 +362,29 @@ func (s *shard[K]) releaseLocked(t *Ticket[K]) {
 
 // dropIfIdleLocked forgets key when nobody holds or waits for it.
 func (s *shard[K]) dropIfIdleLocked(e *entry[K], key K) {
-	if e.holders == 0 && e.head == nil {
-		delete(s.keys, key)
-		// No ticket refers to e any more (a released ticket never touches
-		// its entry again), so it can serve another key.
-		if len(s.free) < maxFree {
-			e.holders, e.exclusive, e.head, e.tail = 0, false, nil, nil
-			e.waiting.Store(0)
-			s.free = append(s.free, e)
-		}
+	if e.holders != 0 || e.head != nil {
+		return
 	}
+	// No ticket refers to e any more (a released ticket never touches its
+	// entry again), so it can serve another key.
+	if e.slot >= 0 {
+		sl := &s.slots[e.slot]
+		var zero K
+		sl.key, sl.used = zero, false // the key is not kept alive
+		e.reset()
+		return
+	}
+	delete(s.more, key)
+	if len(s.free) < maxFree {
+		e.reset()
+		s.free = append(s.free, e)
+	}
+}
+
+// reset makes e the state of a key nobody holds or waits for; its slot stays.
+func (e *entry[K]) reset() {
+	e.holders, e.exclusive, e.head, e.tail = 0, false, nil, nil
+	e.waiting.Store(0)
 }
 
 // compatible reports whether a request in that mode can be held together
