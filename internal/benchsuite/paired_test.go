@@ -92,14 +92,19 @@ func BenchmarkSessionLockPaired(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					defer c.Close()
+					defer func() { c.Close() }()
 					r := newRNG()
 					libFirst := true
-					for b.Loop() {
+					for i := 0; b.Loop(); i++ {
 						if err := pair(c, r, libFirst); err != nil {
 							b.Fatal(err)
 						}
 						libFirst = !libFirst
+						if i%swapEvery == swapEvery-1 {
+							if c, err = swapConn(ctx, db, c); err != nil {
+								b.Fatal(err)
+							}
+						}
 					}
 				} else {
 					b.SetParallelism(parallelism(conns))
@@ -110,15 +115,21 @@ func BenchmarkSessionLockPaired(b *testing.B) {
 							b.Error(err)
 							return
 						}
-						defer c.Close()
+						defer func() { c.Close() }()
 						r := newRNG()
 						libFirst := true
-						for pb.Next() {
+						for i := 0; pb.Next(); i++ {
 							if err := pair(c, r, libFirst); err != nil {
 								b.Error(err)
 								return
 							}
 							libFirst = !libFirst
+							if i%swapEvery == swapEvery-1 {
+								if c, err = swapConn(ctx, db, c); err != nil {
+									b.Error(err)
+									return
+								}
+							}
 						}
 					})
 				}
@@ -131,4 +142,24 @@ func BenchmarkSessionLockPaired(b *testing.B) {
 			})
 		}
 	})
+}
+
+// swapEvery is how many pairs the raw form runs on one pinned connection
+// before it pins another (swapConn).
+const swapEvery = 64
+
+// swapConn pins the connection the library used last in place of c: it takes
+// the pool's most recently returned connection before giving c back (the
+// pool hands out the newest idle connection first). The two forms then
+// take turns on the same backends, so that neither keeps a backend that
+// happens to wake faster (where the server's processes and the client's
+// threads run differs from one process to the next, and moved single-
+// connection ratios by ±15%).
+func swapConn(ctx context.Context, db *sql.DB, c *sql.Conn) (*sql.Conn, error) {
+	nc, err := db.Conn(ctx)
+	if err != nil {
+		return c, err
+	}
+	c.Close()
+	return nc, nil
 }
