@@ -158,7 +158,7 @@ func report(w io.Writer, r *results) {
 
 	p("## Goals\n\n")
 	p("Ratios are throughput ratios of medians (baseline ns/op ÷ library ns/op; above 1 means the library is faster), from one run of the suite. ")
-	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine.\n\n")
+	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 64 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine.\n\n")
 	p("| Goal | Driver | Case | Library | Baseline | Ratio | Target | Verdict |\n")
 	p("|---|---|---|---|---|---|---|---|\n")
 
