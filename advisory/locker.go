@@ -245,25 +245,22 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	held := 0
 	var sess *session
 	var tokens []int64
-	var dc any
-	if l.backends.perConn {
-		dc = driverConn(conn)
-	}
+	var dc any // conn's driver connection, where the driver keeps one backend per connection
 	if try {
-		held, sess, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, sess, dc, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
 		// Try first so that contention can be reported; a try takes keys in
 		// order and stops at the first refusal, so the keys it got are a
 		// prefix and the wait below continues in the same order. (Not for
 		// fenced multi-key locks: their tokens come with the whole set.)
-		held, sess, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
+		held, sess, dc, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
 		if err == nil && held < len(keys) {
 			l.opts.hooks.Contended(keys[0], shared)
 		}
 	}
 	if err == nil && held < len(keys) && !try {
 		var n int
-		n, sess, tokens, err = l.exec(ctx, conn, dc, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+		n, sess, dc, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], timeout)
 		held += n
 	}
 	if err == nil && held < len(keys) && try && held == 0 {
@@ -320,41 +317,95 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 }
 
 // exec runs one acquire statement for keys on conn and returns how many of
-// keys (a prefix) the session now holds, what is known of the session, and with
-// fencing the tokens of keys once all are held. dc is conn's driver
-// connection, to look its backend up (nil if the driver does not keep one
-// backend per connection).
-func (l *Locker) exec(ctx context.Context, conn *sql.Conn, dc any, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, *session, []int64, error) {
-	if len(keys) == 1 && !l.opts.fencing {
-		if sess, ok := l.backends.ofConn(dc); ok {
-			// The connection's backend is known: the lock alone, with
-			// Exec; the rows affected say whether it was taken.
-			q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
-			n, err := execCount(ctx, conn, q, args)
-			switch {
-			case err != nil:
-				return 0, nil, nil, err
-			case n > 1:
-				return 0, nil, nil, errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
-			}
-			return int(n), sess, nil, nil
+// keys (a prefix) the session now holds, what is known of the session, conn's
+// driver connection (nil if the driver does not keep one backend per
+// connection: there is nothing to remember of it), and with fencing the
+// tokens of keys once all are held.
+func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, *session, any, []int64, error) {
+	var dc any
+	if l.backends.perConn && len(keys) == 1 && !l.opts.fencing {
+		// If the connection's session is known, the lock alone, with Exec;
+		// the rows affected say whether it was taken. The session is looked
+		// up in the same Conn.Raw that sends the statement.
+		var sess *session
+		q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
+		n, ran, err := execCountIf(ctx, conn, q, args, func(d any) bool {
+			dc = d
+			sess, _ = l.backends.ofConn(d)
+			return sess != nil
+		})
+		switch {
+		case !ran:
+		case err != nil:
+			return 0, nil, dc, nil, err
+		case n > 1:
+			return 0, nil, dc, nil, errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
+		default:
+			return int(n), sess, dc, nil, nil
 		}
+	} else if l.backends.perConn {
+		dc = driverConn(conn)
 	}
 	n, pid, tokens, err := l.query(ctx, conn, m, keys, timeout)
 	if err != nil {
-		return n, nil, tokens, err
+		return n, nil, dc, tokens, err
 	}
 	// Learnt: later locks on conn can skip asking.
-	return n, l.backends.learn(dc, pid), tokens, nil
+	return n, l.backends.learn(dc, pid), dc, tokens, nil
 }
 
 // execCount runs q with Exec and returns the rows it affected.
 func execCount(ctx context.Context, conn *sql.Conn, q string, args []any) (int64, error) {
+	n, _, err := execCountIf(ctx, conn, q, args, nil)
+	return n, err
+}
+
+// execCountIf runs q with Exec, if ok (nil: always) says so of conn's driver
+// connection, and returns the rows it affected and whether it ran. It calls
+// the driver's ExecerContext directly, inside the Conn.Raw that hands ok the
+// driver connection, where the driver has one: database/sql's own work per
+// statement (its locks, the conversion of the arguments, the wrapping of the
+// result) is then done once, not twice. The arguments are integers and
+// strings, which every driver takes as they are.
+func execCountIf(ctx context.Context, conn *sql.Conn, q string, args []any, ok func(dc any) bool) (int64, bool, error) {
+	var n int64
+	wanted, direct := true, false
+	err := conn.Raw(func(dc any) error {
+		if ok != nil && !ok(dc) {
+			wanted = false
+			return nil
+		}
+		ec, isExecer := dc.(driver.ExecerContext)
+		if !isExecer {
+			return nil
+		}
+		nvs := make([]driver.NamedValue, len(args))
+		for i, a := range args {
+			nvs[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+		}
+		res, err := ec.ExecContext(ctx, q, nvs)
+		if errors.Is(err, driver.ErrSkip) {
+			return nil
+		}
+		direct = true
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	switch {
+	case !wanted && err == nil:
+		return 0, false, nil
+	case direct || err != nil:
+		return n, true, err
+	}
 	res, err := conn.ExecContext(ctx, q, args...)
 	if err != nil {
-		return 0, err
+		return 0, true, err
 	}
-	return res.RowsAffected()
+	n, err = res.RowsAffected()
+	return n, true, err
 }
 
 // query runs the acquire statement of exec that answers with the backend
