@@ -245,32 +245,29 @@ func (ls *Lease) Release(ctx context.Context) error {
 		}
 		return nil
 	}
+	bySocket := ls.sess.nc != nil
 	rctx := ctx
-	if ls.l.releaseDeadline && ls.sess.nc == nil {
+	if ls.l.releaseDeadline && !bySocket {
 		rctx = ls.l.relBound.context(ctx, ls.l.relTimeout)
 	} else if ctx.Done() != nil {
 		rctx = context.WithoutCancel(ctx)
 	} // else ctx can never be cancelled: use it as it is, one allocation less
-	var failed error
-	interrupted := false
-	if ls.sess.nc != nil {
+	if bySocket {
 		// The keepalive sweep bounds this release (see netConnOf): it
 		// interrupts the statement if it has not ended in time.
 		ls.l.ka.watchRelease(ls, mono()+int64(ls.l.relTimeout))
-		failed = ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
-		// Interrupted, the connection must not go back to the pool, even if
-		// the unlock ended just in time: the socket's deadline is set, or
-		// about to be.
-		if interrupted = ls.l.ka.endRelease(ls); interrupted && failed != nil {
-			cause := failed
-			if inner := errors.Unwrap(failed); inner != nil {
-				cause = inner // without unlock's "advisory: release k:" prefix
-			}
-			failed = errorf("advisory: release %v: not done within %v: %w (%w)",
-				keyArg(ls.keys), ls.l.relTimeout, context.DeadlineExceeded, cause)
+	}
+	failed := ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
+	// Interrupted, the connection must not go back to the pool, even if the
+	// unlock ended just in time: the socket's deadline is set, or about to be.
+	interrupted := bySocket && ls.l.ka.endRelease(ls)
+	if interrupted && failed != nil {
+		cause := failed
+		if inner := errors.Unwrap(failed); inner != nil {
+			cause = inner // without unlock's "advisory: release k:" prefix
 		}
-	} else {
-		failed = ls.l.unlock(rctx, ls.conn, ls.keys, ls.shared)
+		failed = errorf("advisory: release %v: not done within %v: %w (%w)",
+			keyArg(ls.keys), ls.l.relTimeout, context.DeadlineExceeded, cause)
 	}
 	// Forget the pid before the connection can go back to the pool: another
 	// acquire may get it at once, and must not take it for a pooler's.
