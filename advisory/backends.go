@@ -122,23 +122,3 @@ func (bs *backends) forget(dc any) {
 		bs.nconns.Add(-1)
 	}
 }
-
-// cachedConns returns how many connections have a backend remembered.
-func (bs *backends) cachedConns() int {
-	n := 0
-	bs.conns.Range(func(any, any) bool { n++; return true })
-	return n
-}
-
-// live returns how many backends have a live lease.
-func (bs *backends) live() int {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	n := 0
-	for _, b := range bs.byPID {
-		if b.leases.Load() > 0 {
-			n++
-		}
-	}
-	return n
-}

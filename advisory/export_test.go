@@ -6,10 +6,25 @@ import "time"
 func QueueLen(l *Locker) int { return l.q.Len() }
 
 // LivePIDs returns how many backends l counts live leases on.
-func LivePIDs(l *Locker) int { return l.backends.live() }
+func LivePIDs(l *Locker) int {
+	bs := &l.backends
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	n := 0
+	for _, b := range bs.byPID {
+		if b.leases.Load() > 0 {
+			n++
+		}
+	}
+	return n
+}
 
 // CachedPIDs returns how many connections l knows the backend pid of.
-func CachedPIDs(l *Locker) int { return l.backends.cachedConns() }
+func CachedPIDs(l *Locker) int {
+	n := 0
+	l.backends.conns.Range(func(any, any) bool { n++; return true })
+	return n
+}
 
 // SetReleaseTimeout sets how long a release of l's leases may take before it
 // is interrupted (releaseTimeout). Call it before l takes a lock.
