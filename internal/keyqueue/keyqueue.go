@@ -205,27 +205,15 @@ func (s *shard[K]) lookupLocked(key K) *entry[K] {
 
 // entryLocked returns key's entry, creating it. s.mu must be held.
 func (s *shard[K]) entryLocked(key K) *entry[K] {
-	free := -1
+	if e := s.lookupLocked(key); e != nil {
+		return e
+	}
 	for i := range s.slots {
-		sl := &s.slots[i]
-		if !sl.used {
-			if free < 0 {
-				free = i
-			}
-		} else if sl.key == key {
+		if sl := &s.slots[i]; !sl.used {
+			sl.key, sl.used = key, true
+			sl.e.slot = int8(i)
 			return &sl.e
 		}
-	}
-	if s.more != nil {
-		if e := s.more[key]; e != nil {
-			return e
-		}
-	}
-	if free >= 0 {
-		sl := &s.slots[free]
-		sl.key, sl.used = key, true
-		sl.e.slot = int8(free)
-		return &sl.e
 	}
 	if s.more == nil {
 		s.more = make(map[K]*entry[K])
