@@ -20,10 +20,9 @@ import (
 // runs a query returning one row. *sql.Tx and *sqlx.Tx satisfy it. When the
 // value also has ExecContext (as they do), the single-key locks are sent
 // with it and read the rows affected, which costs less than a result set.
-// The value
-// must run every call inside the same open transaction; a value that can
-// begin transactions itself (a *sql.DB, *sqlx.DB or *sql.Conn) is rejected
-// with ErrNotTransaction.
+// The value must run every call inside the same open transaction; a value
+// that can begin transactions itself (a *sql.DB, *sqlx.DB or *sql.Conn) is
+// rejected with ErrNotTransaction.
 type Querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
