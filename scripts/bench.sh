@@ -45,6 +45,14 @@ fi
 [ -n "$report_only" ] || : >"$raw"
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+# cpu_ticks prints the CPU time of all CPUs so far and its part stolen by
+# the hypervisor (/proc/stat, in clock ticks): on a virtual machine, other
+# guests of the host take CPU from this one, and figures of a run with much
+# stolen time are slower and noisier.
+cpu_ticks() {
+	awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9; exit}' /proc/stat 2>/dev/null || echo "0 0"
+}
+read -r ticks_before steal_before < <(cpu_ticks)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t0=$(date +%s)
 if [ -n "$report_only" ]; then
@@ -95,9 +103,14 @@ run '^BenchmarkManyLocks$' 3x 1
 if [ -z "$report_only" ]; then
 	elapsed=$(( $(date +%s) - t0 ))
 	load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+	read -r ticks_after steal_after < <(cpu_ticks)
+	steal=unknown
+	if [ "$ticks_after" -gt "$ticks_before" ]; then
+		steal=$(awk -v s=$((steal_after - steal_before)) -v t=$((ticks_after - ticks_before)) 'BEGIN { printf "%.1f%%", 100 * s / t }')
+	fi
 	commit="$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes in the checkout)')"
-	printf 'started=%q\nelapsed=%q\nload_before=%q\nload_after=%q\ncommit=%q\n' \
-		"$started" "$elapsed" "$load_before" "$load_after" "$commit" >"$out/meta"
+	printf 'started=%q\nelapsed=%q\nload_before=%q\nload_after=%q\nsteal=%q\ncommit=%q\n' \
+		"$started" "$elapsed" "$load_before" "$load_after" "$steal" "$commit" >"$out/meta"
 fi
 
 echo "bench.sh: computing ratios" >&2
@@ -132,6 +145,7 @@ suite is \`internal/benchsuite\`; the ratios come from
 - Commit: $commit
 - Machine: $(uname -srm), $(nproc) CPUs ($cpu), $mem
 - Load average before / after: $load_before / $load_after
+- CPU time stolen by the hypervisor during the run: ${steal:-unknown}
 - Go: $(go version | cut -d' ' -f3-)
 - Server: ${server:-see the raw output}${pgversion:+ (ManyLocks: private server $pgversion)}
 - Samples: $count per benchmark, in $count interleaved rounds (ManyLocks: 1 sample of 3 iterations)
