@@ -80,6 +80,15 @@ func (r *results) median(name, unit string) (float64, bool) {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
 }
 
+// spread returns the lowest and the highest sample of unit for name.
+func (r *results) spread(name, unit string) (lo, hi float64) {
+	v := r.samples[name][unit]
+	if len(v) == 0 {
+		return 0, 0
+	}
+	return slices.Min(v), slices.Max(v)
+}
+
 // n returns how many samples of ns/op name has.
 func (r *results) n(name string) int { return len(r.samples[name]["ns/op"]) }
 
@@ -158,7 +167,7 @@ func report(w io.Writer, r *results) {
 
 	p("## Goals\n\n")
 	p("Ratios are throughput ratios of medians (baseline ns/op ÷ library ns/op; above 1 means the library is faster), from one run of the suite. ")
-	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 64 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine.\n\n")
+	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 63 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine. The calibration rows run the raw form against itself through the same harness: their distance from 1 is the harness's own error.\n\n")
 	p("| Goal | Driver | Case | Library | Baseline | Ratio | Target | Verdict |\n")
 	p("|---|---|---|---|---|---|---|---|\n")
 
@@ -191,8 +200,25 @@ func report(w io.Writer, r *results) {
 				p("| uncontended ≥ 0.95× best raw, paired | %s | %d conns | – | – | – | ≥ 0.95 | not measured |\n", d, c)
 				continue
 			}
-			p("| uncontended ≥ 0.95× best raw, paired | %s | %d conns | %s | %s (%s) | %.2f× | ≥ 0.95 | %s |\n",
-				d, c, us(lv), us(bv), pairedRaw(d), ratio, verdict(ratio >= 0.95))
+			lo, hi := r.spread(name, "ratio")
+			p("| uncontended ≥ 0.95× best raw, paired | %s | %d conns | %s | %s (%s) | %.2f× (samples %.2f–%.2f) | ≥ 0.95 | %s |\n",
+				d, c, us(lv), us(bv), pairedRaw(d), ratio, lo, hi, verdict(ratio >= 0.95))
+		}
+	}
+	// The paired harness against itself (BenchmarkPairedCalibration): how
+	// far from 1 it puts two identical forms, to read the paired rows by.
+	for _, d := range drivers {
+		for _, c := range []int{1, 8} {
+			name := fmt.Sprintf("BenchmarkPairedCalibration/driver=%s/conns=%d", d, c)
+			ratio, ok := r.median(name, "ratio")
+			if !ok {
+				continue
+			}
+			lo, hi := r.spread(name, "ratio")
+			av, _ := r.median(name, "a-ns/op")
+			bv, _ := r.median(name, "b-ns/op")
+			p("| paired harness, %s against itself | %s | %d conns | %s | %s (%s) | %.2f× (samples %.2f–%.2f) | 1 | reference (calibration) |\n",
+				pairedRaw(d), d, c, us(av), us(bv), pairedRaw(d), ratio, lo, hi)
 		}
 	}
 	// lib/pq: library vs the naive $1 form.
