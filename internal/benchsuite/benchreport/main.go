@@ -89,6 +89,23 @@ func (r *results) spread(name, unit string) (lo, hi float64) {
 	return slices.Min(v), slices.Max(v)
 }
 
+// roundSpread returns the lowest and the highest ratio base ns/op ÷ lib
+// ns/op over the rounds of a run: the k-th sample of each comes from the
+// k-th round (bench.sh runs each form once per round).
+func (r *results) roundSpread(lib, base string) (lo, hi float64) {
+	l, b := r.samples[lib]["ns/op"], r.samples[base]["ns/op"]
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for k := range min(len(l), len(b)) {
+		if l[k] > 0 {
+			lo, hi = min(lo, b[k]/l[k]), max(hi, b[k]/l[k])
+		}
+	}
+	if math.IsInf(lo, 1) {
+		return 0, 0
+	}
+	return lo, hi
+}
+
 // n returns how many samples of ns/op name has.
 func (r *results) n(name string) int { return len(r.samples[name]["ns/op"]) }
 
@@ -167,7 +184,8 @@ func report(w io.Writer, r *results) {
 
 	p("## Goals\n\n")
 	p("Ratios are throughput ratios of medians (baseline ns/op ÷ library ns/op; above 1 means the library is faster), from one run of the suite. ")
-	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 63 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine. The calibration rows run the raw form against itself through the same harness: their distance from 1 is the harness's own error.\n\n")
+	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 63 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine. The calibration rows run the raw form against itself through the same harness: their distance from 1 is the harness's own error. ")
+	p("The uncontended goal is decided by the paired rows: the separate runs of each form (BenchmarkSessionLock), one after the other in each round, vary from round to round by far more than the 5%% the goal leaves (their per-round ratios are shown), while the paired calibration stays within a few percent of 1.\n\n")
 	p("| Goal | Driver | Case | Library | Baseline | Ratio | Target | Verdict |\n")
 	p("|---|---|---|---|---|---|---|---|\n")
 
@@ -179,13 +197,14 @@ func report(w io.Writer, r *results) {
 			base, ok := r.best(pre+"raw-params", pre+"raw-inline")
 			ratio, ok2 := r.ratio(lib, base)
 			if !ok || !ok2 {
-				p("| uncontended ≥ 0.95× best raw | %s | %d conns | – | – | – | ≥ 0.95 | not measured |\n", d, c)
+				p("| uncontended ≥ 0.95× best raw, separate runs | %s | %d conns | – | – | – | ≥ 0.95 | not measured |\n", d, c)
 				continue
 			}
 			lv, _ := r.median(lib, "ns/op")
 			bv, _ := r.median(base, "ns/op")
-			p("| uncontended ≥ 0.95× best raw | %s | %d conns | %s | %s (%s) | %.2f× | ≥ 0.95 | %s |\n",
-				d, c, us(lv), us(bv), form(base), ratio, verdict(ratio >= 0.95))
+			lo, hi := r.roundSpread(lib, base)
+			p("| uncontended ≥ 0.95× best raw, separate runs | %s | %d conns | %s | %s (%s) | %.2f× (rounds %.2f–%.2f) | ≥ 0.95 | informational: the paired row decides |\n",
+				d, c, us(lv), us(bv), form(base), ratio, lo, hi)
 		}
 	}
 	// The same, measured as pairs in one loop (BenchmarkSessionLockPaired):
