@@ -175,9 +175,14 @@ EOF
 - **SessionLockPaired** and **PairedCalibration**: the library and the best
   raw form in turns in one loop (each goroutine has a pinned connection for
   the raw form, moved every 63 pairs to the one the pool gave out last);
-  the calibration runs the raw form against itself there. A calibration far
-  from 1 means the harness favours one side: with a period of 64 it did,
-  by 3-7% against whichever form ran first after a move.
+  the calibration runs the raw form against itself there (`pair=raw`). A
+  calibration far from 1 means the harness favours one side: with a period
+  of 64 it did, by 3-7% against whichever form ran first after a move.
+  `pair=pooled` runs the raw form on a connection taken from the pool for
+  each lock, as a lease does, against the raw form on the goroutine's own
+  connection: on a small machine with the server on it, a goroutine that
+  keeps one backend is faster than one that meets another backend at every
+  lock, whoever does the locking.
 - **Overhead**: the same lock+unlock without a server: the connections
   answer every statement at once, and `db.Driver()` is the real driver, so
   the library takes the path it takes with that driver (`raw-pooled`: the

@@ -18,8 +18,9 @@
 // Families: SessionLock (uncontended lock+unlock of random keys),
 // SessionLockPaired (the same, the library and the best raw form run
 // alternately in one loop so that drifting load weighs on both),
-// PairedCalibration (the best raw form against itself in that loop: the
-// harness's own error), TryLock,
+// PairedCalibration (the best raw form against itself in that loop, the
+// harness's own error, and on a pooled connection per lock against itself
+// on a kept one), TryLock,
 // XactLock (in a transaction), LockAll (10 keys), HotKey (64 goroutines on
 // one key), ManyLocks (10,000 session locks held at once), Middleware (HTTP)
 // and Fencing (issue 11: lock+unlock with

@@ -62,16 +62,31 @@ func BenchmarkSessionLockPaired(b *testing.B) {
 	})
 }
 
-// BenchmarkPairedCalibration runs the best raw form against itself through
-// the harness of BenchmarkSessionLockPaired: its ratio is what the harness
-// alone makes of two identical forms, which should be 1 within the noise.
-// It reports the same metrics, the first form as "a", the second as "b".
+// BenchmarkPairedCalibration runs the best raw form through the harness of
+// BenchmarkSessionLockPaired against itself (pair=raw): its ratio is what
+// the harness alone makes of two identical forms, which should be 1 within
+// the noise. pair=pooled runs, against the same raw form, that form on a
+// connection taken from the pool for each lock and given back after the
+// unlock, as a lease does: what a connection per lock costs against a
+// connection that each goroutine keeps. It reports the same metrics as
+// BenchmarkSessionLockPaired, the first form as "a", the second as "b".
 func BenchmarkPairedCalibration(b *testing.B) {
 	eachDriver(b, func(b *testing.B, db *sql.DB) {
 		raw := bestRaw(db)
+		pooled := func(ctx context.Context, _ *sql.Conn, r rng) error {
+			c, err := db.Conn(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return raw(ctx, c, r)
+		}
 		for _, conns := range []int{1, 8} {
-			b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
+			b.Run(fmt.Sprintf("conns=%d/pair=raw", conns), func(b *testing.B) {
 				runPaired(b, db, conns, raw, raw, "a", "b")
+			})
+			b.Run(fmt.Sprintf("conns=%d/pair=pooled", conns), func(b *testing.B) {
+				runPaired(b, db, conns, pooled, raw, "a", "b")
 			})
 		}
 	})

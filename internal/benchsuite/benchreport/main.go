@@ -184,7 +184,7 @@ func report(w io.Writer, r *results) {
 
 	p("## Goals\n\n")
 	p("Ratios are throughput ratios of medians (baseline ns/op ÷ library ns/op; above 1 means the library is faster), from one run of the suite. ")
-	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 63 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine. The calibration rows run the raw form against itself through the same harness: their distance from 1 is the harness's own error. ")
+	p("The rows marked paired come from BenchmarkSessionLockPaired, which runs the library and the raw form alternately in one loop, so that both share the machine's drifting load, the raw form moving every 63 pairs to the connection the library used last, so that both take turns on the same backends: their ratio is the median of the per-sample ratios, and the times are per lock+unlock of each goroutine. The calibration rows run the raw form against itself through the same harness: their distance from 1 is the harness's own error; the rows below them run the raw form on a pooled connection per lock, as a lease does, against the raw form: what taking a connection from the pool for each lock costs, whoever takes it. ")
 	p("The uncontended goal is decided by the paired rows: the separate runs of each form (BenchmarkSessionLock), one after the other in each round, vary from round to round by far more than the 5%% the goal leaves (their per-round ratios are shown), while the paired calibration stays within a few percent of 1.\n\n")
 	p("| Goal | Driver | Case | Library | Baseline | Ratio | Target | Verdict |\n")
 	p("|---|---|---|---|---|---|---|---|\n")
@@ -228,16 +228,22 @@ func report(w io.Writer, r *results) {
 	// far from 1 it puts two identical forms, to read the paired rows by.
 	for _, d := range drivers {
 		for _, c := range []int{1, 8} {
-			name := fmt.Sprintf("BenchmarkPairedCalibration/driver=%s/conns=%d", d, c)
-			ratio, ok := r.median(name, "ratio")
-			if !ok {
-				continue
+			for _, pair := range []string{"raw", "pooled"} {
+				name := fmt.Sprintf("BenchmarkPairedCalibration/driver=%s/conns=%d/pair=%s", d, c, pair)
+				ratio, ok := r.median(name, "ratio")
+				if !ok {
+					continue
+				}
+				lo, hi := r.spread(name, "ratio")
+				av, _ := r.median(name, "a-ns/op")
+				bv, _ := r.median(name, "b-ns/op")
+				what, label := pairedRaw(d)+" against itself", "reference (calibration)"
+				if pair == "pooled" {
+					what, label = pairedRaw(d)+" on a pooled connection per lock against "+pairedRaw(d), "reference (what a connection per lock costs)"
+				}
+				p("| paired harness, %s | %s | %d conns | %s | %s (%s) | %.2f× (samples %.2f–%.2f) | 1 | %s |\n",
+					what, d, c, us(av), us(bv), pairedRaw(d), ratio, lo, hi, label)
 			}
-			lo, hi := r.spread(name, "ratio")
-			av, _ := r.median(name, "a-ns/op")
-			bv, _ := r.median(name, "b-ns/op")
-			p("| paired harness, %s against itself | %s | %d conns | %s | %s (%s) | %.2f× (samples %.2f–%.2f) | 1 | reference (calibration) |\n",
-				pairedRaw(d), d, c, us(av), us(bv), pairedRaw(d), ratio, lo, hi)
 		}
 	}
 	// lib/pq: library vs the naive $1 form.
