@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -34,10 +33,7 @@ var errOverlap = errors.New("benchsuite: two holders of the hot key at once")
 // from db.Stats every 100 µs); waiting-conns is conns minus the holder's.
 func BenchmarkHotKey(b *testing.B) {
 	eachDriver(b, func(b *testing.B, db *sql.DB) {
-		raw := rawStyles[0]
-		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
-			raw = rawStyles[1]
-		}
+		raw := bestStyle(db)
 		forms := []struct {
 			name string
 			l    *advisory.Locker

@@ -13,7 +13,6 @@ import (
 	"github.com/lib/pq"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 )
 
 // BenchmarkOverhead measures what the client spends per lock+unlock, without
@@ -31,26 +30,10 @@ func BenchmarkOverhead(b *testing.B) {
 		b.Run("driver="+name, func(b *testing.B) {
 			db := openStub(b, name)
 			l := advisory.New(db)
-			raw := rawStyles[0]
-			if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
-				raw = rawStyles[1]
-			}
+			raw := bestStyle(db)
 			forms := []form{
-				{name: "library", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
-					k, _ := r.key()
-					lease, err := l.Lock(ctx, k)
-					if err != nil {
-						return err
-					}
-					return lease.Release(ctx)
-				}},
-				{name: raw.name, pin: true, op: func(ctx context.Context, c *sql.Conn, r rng) error {
-					n := r.next()
-					if err := raw.lock(ctx, c, "pg_advisory_lock", n); err != nil {
-						return err
-					}
-					return raw.unlock(ctx, c, n)
-				}},
+				{name: "library", op: libraryOp(l)},
+				{name: raw.name, pin: true, op: raw.lockUnlock},
 				pooledForm(db, raw),
 			}
 			for _, conns := range []int{1, 8} {

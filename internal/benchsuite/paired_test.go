@@ -9,28 +9,7 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 )
-
-// pairOp is one side of a paired benchmark: c is the goroutine's pinned
-// connection, which a form that takes its own connections ignores.
-type pairOp func(ctx context.Context, c *sql.Conn, r rng) error
-
-// bestRaw returns the driver's best raw form (the integer in the text for
-// lib/pq, a parameter for pgx) as a pairOp on the pinned connection.
-func bestRaw(db *sql.DB) pairOp {
-	raw := rawStyles[0] // raw-params
-	if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
-		raw = rawStyles[1] // raw-inline
-	}
-	return func(ctx context.Context, c *sql.Conn, r rng) error {
-		n := r.next()
-		if err := raw.lock(ctx, c, "pg_advisory_lock", n); err != nil {
-			return err
-		}
-		return raw.unlock(ctx, c, n)
-	}
-}
 
 // BenchmarkSessionLockPaired measures the uncontended lock+unlock of
 // BenchmarkSessionLock as pairs: every iteration runs one library
@@ -45,18 +24,10 @@ func bestRaw(db *sql.DB) pairOp {
 // more connections for the library's leases.
 func BenchmarkSessionLockPaired(b *testing.B) {
 	eachDriver(b, func(b *testing.B, db *sql.DB) {
-		l := advisory.New(db)
-		lib := func(ctx context.Context, _ *sql.Conn, r rng) error {
-			k, _ := r.key()
-			lease, err := l.Lock(ctx, k)
-			if err != nil {
-				return err
-			}
-			return lease.Release(ctx)
-		}
+		lib := libraryOp(advisory.New(db))
 		for _, conns := range []int{1, 8} {
 			b.Run(fmt.Sprintf("conns=%d", conns), func(b *testing.B) {
-				runPaired(b, db, conns, lib, bestRaw(db), "library", "raw")
+				runPaired(b, db, conns, lib, bestStyle(db).lockUnlock, "library", "raw")
 			})
 		}
 	})
@@ -72,21 +43,14 @@ func BenchmarkSessionLockPaired(b *testing.B) {
 // BenchmarkSessionLockPaired, the first form as "a", the second as "b".
 func BenchmarkPairedCalibration(b *testing.B) {
 	eachDriver(b, func(b *testing.B, db *sql.DB) {
-		raw := bestRaw(db)
-		pooled := func(ctx context.Context, _ *sql.Conn, r rng) error {
-			c, err := db.Conn(ctx)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			return raw(ctx, c, r)
-		}
+		raw := bestStyle(db)
+		pooled := pooledForm(db, raw).op
 		for _, conns := range []int{1, 8} {
 			b.Run(fmt.Sprintf("conns=%d/pair=raw", conns), func(b *testing.B) {
-				runPaired(b, db, conns, raw, raw, "a", "b")
+				runPaired(b, db, conns, raw.lockUnlock, raw.lockUnlock, "a", "b")
 			})
 			b.Run(fmt.Sprintf("conns=%d/pair=pooled", conns), func(b *testing.B) {
-				runPaired(b, db, conns, pooled, raw, "a", "b")
+				runPaired(b, db, conns, pooled, raw.lockUnlock, "a", "b")
 			})
 		}
 	})
@@ -100,7 +64,7 @@ func BenchmarkPairedCalibration(b *testing.B) {
 // gave out last (swapConn). It reports aName-ns/op and bName-ns/op (the time
 // of each per iteration and goroutine) and ratio (b's time ÷ a's: a's
 // throughput relative to b's). The pool has 2*conns connections.
-func runPaired(b *testing.B, db *sql.DB, conns int, a, bop pairOp, aName, bName string) {
+func runPaired(b *testing.B, db *sql.DB, conns int, a, bop op, aName, bName string) {
 	setPool(b, db, 2*conns)
 	ctx := context.Background()
 	var aNS, bNS atomic.Int64

@@ -108,16 +108,12 @@ var errNotHeld = errors.New("benchsuite: unlock reported the lock was not held")
 // does who does not dedicate a connection to locking (the library's way).
 func pooledForm(db *sql.DB, s rawStyle) form {
 	return form{name: "raw-pooled", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
-		n := r.next()
 		c, err := db.Conn(ctx)
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		if err := s.lock(ctx, c, "pg_advisory_lock", n); err != nil {
-			return err
-		}
-		return s.unlock(ctx, c, n)
+		return s.lockUnlock(ctx, c, r)
 	}}
 }
 
@@ -134,6 +130,38 @@ var rawStyles = []rawStyle{
 	{"raw-inline", rawLockInline, rawBoolInline},
 }
 
+// libraryOp is the library's form: l locks a random key and the lease
+// is released.
+func libraryOp(l *advisory.Locker) op {
+	return func(ctx context.Context, _ *sql.Conn, r rng) error {
+		k, _ := r.key()
+		lease, err := l.Lock(ctx, k)
+		if err != nil {
+			return err
+		}
+		return lease.Release(ctx)
+	}
+}
+
+// bestStyle returns the driver's best raw style: the integer in the text
+// for lib/pq, a parameter for pgx.
+func bestStyle(db *sql.DB) rawStyle {
+	if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
+		return rawStyles[1] // raw-inline
+	}
+	return rawStyles[0] // raw-params
+}
+
+// lockUnlock takes a random key on c and unlocks it, in style s: the raw
+// form's whole operation.
+func (s rawStyle) lockUnlock(ctx context.Context, c *sql.Conn, r rng) error {
+	n := r.next()
+	if err := s.lock(ctx, c, "pg_advisory_lock", n); err != nil {
+		return err
+	}
+	return s.unlock(ctx, c, n)
+}
+
 func (s rawStyle) unlock(ctx context.Context, c *sql.Conn, n int64) error {
 	ok, err := s.boolean(ctx, c, "pg_advisory_unlock", n)
 	if err == nil && !ok {
@@ -148,27 +176,11 @@ func (s rawStyle) unlock(ctx context.Context, c *sql.Conn, n int64) error {
 func BenchmarkSessionLock(b *testing.B) {
 	eachDriver(b, func(b *testing.B, db *sql.DB) {
 		l := advisory.New(db)
-		forms := []form{{name: "library", op: func(ctx context.Context, _ *sql.Conn, r rng) error {
-			k, _ := r.key()
-			lease, err := l.Lock(ctx, k)
-			if err != nil {
-				return err
-			}
-			return lease.Release(ctx)
-		}}}
+		forms := []form{{name: "library", op: libraryOp(l)}}
 		for _, s := range rawStyles {
-			forms = append(forms, form{name: s.name, pin: true, op: func(ctx context.Context, c *sql.Conn, r rng) error {
-				n := r.next()
-				if err := s.lock(ctx, c, "pg_advisory_lock", n); err != nil {
-					return err
-				}
-				return s.unlock(ctx, c, n)
-			}})
+			forms = append(forms, form{name: s.name, pin: true, op: s.lockUnlock})
 		}
-		best := rawStyles[0]
-		if sqltext.StyleOf(db.Driver()) == sqltext.Inline {
-			best = rawStyles[1]
-		}
+		best := bestStyle(db)
 		// Informational, not a baseline of the goals.
 		forms = append(forms, pooledForm(db, best))
 		// raw-deadline: the driver's best raw style with every statement
