@@ -63,8 +63,10 @@
 //
 // When an exclusive holder releases while another goroutine of the process
 // is queued for the key in exclusive mode, Release hands the server lock,
-// with its connection, straight to it: no unlock and no lock round trip,
-// and the key is never free in between. Processes waiting on the server
+// with its connection, straight to it: one round trip that checks that the
+// session still answers as the backend that took the lock (so that the
+// release is verified and the next holder gets a lock that is held),
+// instead of an unlock and a lock, and the key is never free in between. Processes waiting on the server
 // get no turn during such a run, so it is bounded (WithHandoff, default 8
 // handoffs or 20 ms after the server's grant, whichever comes first; then a
 // real unlock lets the server choose the next holder). Fenced Lockers never
@@ -124,9 +126,9 @@
 // When Hooks.Contended is set, Lock and LockAll first try
 // (try mode), report contention if refused, and then wait: one more round
 // trip, but only under contention and only when that hook is asked for
-// (fenced multi-key locks do not try first). A Lock that receives a handed-over
-// lock, a Release that hands its lock over, and a try refused in memory send
-// nothing.
+// (fenced multi-key locks do not try first). A Release that hands its lock
+// over sends sqltext.Ping on the lease's connection; a Lock that receives a
+// handed-over lock and a try refused in memory send nothing.
 //
 // # Concurrency
 //

@@ -1,6 +1,10 @@
 package advisory
 
-import "time"
+import (
+	"time"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
 
 // QueueLen returns how many keys l's in-process queue has bookkeeping for.
 func QueueLen(l *Locker) int { return l.q.Len() }
@@ -36,3 +40,14 @@ func InterruptsBySocket(ls *Lease) bool { return ls.sess.nc != nil }
 
 // SweepPeriod is sweepPeriod, for the bounds of tests.
 func SweepPeriod(keepAlive time.Duration) time.Duration { return sweepPeriod(keepAlive) }
+
+// QueueWaiting returns how many goroutines wait in l's in-process queue for
+// key.
+func QueueWaiting(l *Locker, key keyspace.Key) int { return l.q.Waiting(key) }
+
+// Releasing reports whether a Release of ls has started.
+func Releasing(ls *Lease) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.released
+}

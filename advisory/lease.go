@@ -46,9 +46,11 @@ type Lease struct {
 	serverGrant int64 // mono
 	passes      int
 
-	// connMu serialises statements on conn (keepalive pings, Tx, release);
-	// a ping whose driver call hangs keeps it until the call returns.
-	connMu sync.Mutex
+	// connTok, a channel of one slot, is held by whoever sends statements
+	// on conn (a keepalive ping, Tx, Release, the discard after a loss); a
+	// ping whose driver call hangs keeps it until the call returns. Unlike
+	// a mutex, waiting for it can end when the lease is lost (takeConn).
+	connTok chan struct{}
 
 	relMu sync.Mutex // serialises Release calls
 
@@ -56,8 +58,7 @@ type Lease struct {
 	err      error         // nil while held, then the loss error or ErrReleased
 	lost     chan struct{} // made on demand by Lost; closed on loss
 	onLost   []*lossFunc
-	pingDone chan struct{} // non-nil while a keepalive ping runs; closed when it ends
-	released bool
+	released bool // Release has started: Tx refuses to begin
 	isLost   bool
 	// watched is whether the lease is linked into the keepalive lists, and
 	// releasing whether it is there for its release to be interrupted if
@@ -79,7 +80,8 @@ type lossFunc struct{ f func(error) }
 // runs between pings.
 func newLease(l *Locker, conn *sql.Conn, keys []keyspace.Key, shared bool, sess *session, tokens []int64) *Lease {
 	now := mono()
-	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, sess: sess, grant: now, serverGrant: now, tokens: tokens}
+	ls := &Lease{l: l, conn: conn, keys: keys, shared: shared, sess: sess, grant: now, serverGrant: now, tokens: tokens,
+		connTok: make(chan struct{}, 1)}
 	ls.startKeepalive()
 	return ls
 }
@@ -180,10 +182,23 @@ func (ls *Lease) AfterLost(f func(err error)) (stop func() bool) {
 // server to cancel, which cannot cut short an unlock, so there the unlock is
 // bounded by the TCP settings of the connection (a net.Dialer with
 // KeepAliveConfig given to pq.Connector.Dialer sets them). It waits for a
-// running Tx to end. If the
-// unlock fails or reports that the session did not hold every key, the
-// connection is discarded (ending the session and whatever it held) and the
-// error says so (wrapping ErrLockLost for a key that was not held).
+// running Tx to end.
+//
+// A nil error means that the lease's session held the lock from the grant
+// until this Release, verified by a round trip on that session after the
+// lease's last statement: the unlock itself, which reports whether the
+// session held every key (in the lease's mode; for a shared lease, one of
+// the session's shared holds of the key), or, when the lock is handed to the
+// next goroutine of the process (see below), a check that the same backend
+// still answers. A session lock can end only with an unlock or with its
+// session, so an answer from the same backend proves it was held throughout.
+//
+// Otherwise Release returns an error and the connection is discarded
+// (ending the session and whatever it held): an error wrapping ErrLockLost
+// when the session was found gone or no longer holding a key (the lease is
+// then lost: Lost is closed, AfterLost functions and the Lost hook run), or
+// one wrapping context.DeadlineExceeded when the unlock was interrupted
+// before it answered (held or not, nobody can say).
 //
 // If another goroutine of the process is queued for the key in exclusive
 // mode, Release may hand the held lock, with its connection, straight to it
@@ -205,45 +220,42 @@ func (ls *Lease) Release(ctx context.Context) error {
 		ls.mu.Unlock()
 		return errorf("advisory: release %v: %w", keyArg(ls.keys), ErrReleased)
 	}
-	ls.released = true
+	ls.released = true  // no Tx begins from here on; a running one ends first
 	ls.l.ka.unwatch(ls) // a no-op if no ping is scheduled
-	pingDone := ls.pingDone
 	ls.mu.Unlock()
 
-	if pingDone != nil {
-		// A ping is running: wait for its verdict, which comes within one
-		// ping timeout even if the driver call hangs.
-		select {
-		case <-pingDone:
-		case <-ls.Lost():
-		}
+	if !ls.takeConn() {
+		// Lost while a ping or a Tx ran on the connection: the loss
+		// discards it as soon as the driver lets go of it (a call stuck on
+		// a silent network, which lib/pq cannot interrupt, must not hold
+		// Release up).
+		return ls.endLost()
 	}
-
-	ls.mu.Lock()
-	lostErr := ls.lossErrLocked()
-	if lostErr == nil {
-		ls.err = ErrReleased
-		ls.onLost = nil
+	// Nothing runs on the connection now, and whatever the last statement
+	// found is recorded. A loss's discard waits for it to be given back.
+	defer ls.giveConn()
+	if ls.lossErr() != nil {
+		return ls.endLost()
 	}
-	ls.mu.Unlock()
-	if lostErr != nil {
-		// The loss already started discarding the connection, which ends as
-		// soon as the driver lets go of it: a call stuck on a silent network
-		// (lib/pq cannot interrupt one) must not hold Release up.
-		ls.releaseTicket()
-		return lostErr
-	}
-
-	ls.connMu.Lock()
-	defer ls.connMu.Unlock()
-	if ls.handoff() {
-		if h := ls.l.opts.hooks.Released; h != nil {
-			h(ls.keys[0], ls.shared, ls.held())
+	if ls.mayHandoff() {
+		// The lock goes on without an unlock, so nothing else would find
+		// that the session died after the lease's last statement: ask.
+		if err := ls.ping(); err != nil {
+			ls.loseHeld(fmt.Errorf("release: %w", err))
+			return ls.endLost()
 		}
-		if ls.l.opts.logger != nil {
-			ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", ls.held()))
+		if ls.handoff() {
+			ls.markReleased()
+			// The connection goes on with the lock: it was never the
+			// next lease's to wait for.
+			if h := ls.l.opts.hooks.Released; h != nil {
+				h(ls.keys[0], ls.shared, ls.held())
+			}
+			if ls.l.opts.logger != nil {
+				ls.l.log(slog.LevelDebug, "advisory: lock handed to the next waiter", ls.keys, slog.Duration("held", ls.held()))
+			}
+			return nil
 		}
-		return nil
 	}
 	bySocket := ls.sess.nc != nil
 	rctx := ctx
@@ -261,14 +273,17 @@ func (ls *Lease) Release(ctx context.Context) error {
 	// Interrupted, the connection must not go back to the pool, even if the
 	// unlock ended just in time: the socket's deadline is set, or about to be.
 	interrupted := bySocket && ls.l.ka.endRelease(ls)
-	if interrupted && failed != nil {
-		cause := failed
-		if inner := errors.Unwrap(failed); inner != nil {
-			cause = inner // without unlock's "advisory: release k:" prefix
-		}
-		failed = errorf("advisory: release %v: not done within %v: %w (%w)",
-			keyArg(ls.keys), ls.l.relTimeout, context.DeadlineExceeded, cause)
+	if failed != nil && !interrupted && !errors.Is(rctx.Err(), context.DeadlineExceeded) {
+		// The session did not hold every key, or did not answer: whatever
+		// the cause, the lock was not held until now.
+		ls.loseHeld(failed)
+		return ls.endLost()
 	}
+	if interrupted && failed != nil {
+		failed = errorf("advisory: release %v: not done within %v: %w (%w)",
+			keyArg(ls.keys), ls.l.relTimeout, context.DeadlineExceeded, unwrapOnce(failed))
+	}
+	ls.markReleased()
 	// Forget the pid before the connection can go back to the pool: another
 	// acquire may get it at once, and must not take it for a pooler's.
 	ls.sess.be.unclaim()
@@ -291,6 +306,49 @@ func (ls *Lease) Release(ctx context.Context) error {
 	return nil
 }
 
+// unwrapOnce returns what err wraps, without its own prefix (unlock's
+// "advisory: release k:"), or err if it wraps nothing.
+func unwrapOnce(err error) error {
+	if inner := errors.Unwrap(err); inner != nil {
+		return inner
+	}
+	return err
+}
+
+// takeConn waits until no statement runs on the lease's connection and
+// takes it, or until the lease is lost; it reports whether it took it.
+func (ls *Lease) takeConn() bool {
+	select {
+	case ls.connTok <- struct{}{}:
+		return true
+	default:
+	}
+	select {
+	case ls.connTok <- struct{}{}:
+		return true
+	case <-ls.Lost():
+		return false
+	}
+}
+
+// giveConn gives back the connection that takeConn took.
+func (ls *Lease) giveConn() { <-ls.connTok }
+
+// markReleased records a release that found the lock held.
+func (ls *Lease) markReleased() {
+	ls.mu.Lock()
+	ls.err = ErrReleased
+	ls.onLost = nil
+	ls.mu.Unlock()
+}
+
+// endLost ends the Release of a lost lease: the queue place goes back, and
+// the loss error is the answer.
+func (ls *Lease) endLost() error {
+	ls.releaseTicket()
+	return ls.lossErr()
+}
+
 // held returns how long the lease has held its lock.
 func (ls *Lease) held() time.Duration { return time.Duration(mono() - ls.grant) }
 
@@ -310,19 +368,24 @@ func (ls *Lease) releaseTicket() {
 	}
 }
 
-// handoff passes the held server lock and its connection to the next
-// goroutine of the process queued for the key in exclusive mode, if the
-// fairness budget allows (WithHandoff). It reports whether it did; the
-// caller holds connMu, and the lease is released and not lost.
-func (ls *Lease) handoff() bool {
+// mayHandoff reports whether Release may hand the held lock on: the lease
+// holds one key exclusively, in the process's queue, with someone queued
+// behind it, within the fairness budget (WithHandoff).
+func (ls *Lease) mayHandoff() bool {
 	o := &ls.l.opts
-	if ls.ticket == nil || ls.shared || o.fencing || ls.passes >= o.handoffs ||
-		ls.ticket.Waiting() == 0 || time.Duration(mono()-ls.serverGrant) >= o.handoffWindow {
-		return false
-	}
+	return ls.ticket != nil && !ls.shared && !o.fencing && ls.passes < o.handoffs &&
+		ls.ticket.Waiting() > 0 && time.Duration(mono()-ls.serverGrant) < o.handoffWindow
+}
+
+// handoff passes the held server lock and its connection to the next
+// goroutine of the process queued for the key in exclusive mode. It reports
+// whether it did; the caller holds the connection (takeConn) and checked
+// mayHandoff and the session, and the lease is not lost.
+func (ls *Lease) handoff() bool {
 	next := &Lease{
 		l: ls.l, conn: ls.conn, keys: ls.keys, sess: ls.sess,
 		serverGrant: ls.serverGrant, passes: ls.passes + 1,
+		connTok: make(chan struct{}, 1),
 	}
 	if !ls.ticket.Handoff(next) {
 		return false
@@ -337,45 +400,49 @@ func (ls *Lease) handoff() bool {
 // Locker's keepalive sweep, and schedules the next.
 func (ls *Lease) tick() {
 	ls.mu.Lock()
-	if ls.released || ls.err != nil {
-		ls.mu.Unlock()
-		return
-	}
-	if !ls.connMu.TryLock() {
-		// A Tx is running on the connection: the keepalive must not send a
-		// statement inside it, and the Tx's own statements watch the
-		// session meanwhile.
-		ls.l.ka.watch(ls, mono(), ls.l.opts.keepAlive)
-		ls.mu.Unlock()
-		return
-	}
-	done := make(chan struct{})
-	ls.pingDone = done
+	stop := ls.released || ls.err != nil
 	ls.mu.Unlock()
+	if stop {
+		return
+	}
+	select {
+	case ls.connTok <- struct{}{}:
+	default:
+		// A Tx or a Release has the connection: the keepalive must not send
+		// a statement inside a transaction, and the Tx's own statements
+		// watch the session meanwhile.
+		ls.mu.Lock()
+		if !ls.released && ls.err == nil {
+			ls.l.ka.watch(ls, mono(), ls.l.opts.keepAlive)
+		}
+		ls.mu.Unlock()
+		return
+	}
 
 	// The verdict timer declares the lease lost if the driver has not
 	// returned in time, even while the call below is stuck.
+	judged := make(chan struct{})
 	verdict := time.AfterFunc(ls.l.pingTimeout+pingGrace, func() {
 		ls.lose(fmt.Errorf("keepalive: no answer within %v: %w", ls.l.pingTimeout, context.DeadlineExceeded))
+		close(judged)
 	})
 	err := ls.ping()
-	ls.connMu.Unlock()
-	inTime := verdict.Stop()
-
+	if !verdict.Stop() {
+		<-judged // the loss is recorded before the connection is given back
+	} else if err != nil {
+		ls.loseHeld(err)
+	}
 	ls.mu.Lock()
-	ls.pingDone = nil
-	close(done)
-	if inTime && err == nil && !ls.released && ls.err == nil {
+	if err == nil && !ls.released && ls.err == nil {
 		ls.l.ka.watch(ls, mono(), ls.l.opts.keepAlive)
 	}
 	ls.mu.Unlock()
-	if inTime && err != nil {
-		ls.lose(err)
-	}
+	// A Release waiting for the connection finds the verdict recorded.
+	ls.giveConn()
 }
 
 // ping runs one keepalive round trip and checks that the same backend
-// answers. The caller holds connMu.
+// answers. The caller holds the connection (takeConn).
 func (ls *Lease) ping() error {
 	ctx, cancel := context.WithTimeout(context.Background(), ls.l.pingTimeout)
 	defer cancel()
@@ -390,12 +457,33 @@ func (ls *Lease) ping() error {
 }
 
 // lose marks the lease lost with cause, signals everyone, and discards the
-// connection in the background (after any stuck ping returns).
+// connection in the background, once whatever runs on it ends (a stuck ping
+// returns).
 func (ls *Lease) lose(cause error) {
+	if ls.markLost(cause) {
+		go func() {
+			ls.connTok <- struct{}{} // never given back
+			ls.drop(cause)
+		}()
+	}
+}
+
+// loseHeld is lose for a caller that holds the connection (takeConn): the
+// connection is discarded before it returns.
+func (ls *Lease) loseHeld(cause error) {
+	if ls.markLost(cause) {
+		ls.drop(cause)
+	}
+}
+
+// markLost records the loss and signals it: Lost, AfterLost, the hook, the
+// log. It reports whether the loss is new (a lease released or lost
+// already is left as it is).
+func (ls *Lease) markLost(cause error) bool {
 	ls.mu.Lock()
 	if ls.err != nil {
 		ls.mu.Unlock()
-		return
+		return false
 	}
 	err := errorf("advisory: lock %v: %w: %w", keyArg(ls.keys), ErrLockLost, cause)
 	ls.err = err
@@ -418,14 +506,15 @@ func (ls *Lease) lose(cause error) {
 	}
 	ls.l.log(slog.LevelWarn, "advisory: lock lost", ls.keys, slog.Int("pid", ls.sess.be.pid), slog.Any("error", err))
 	ls.sess.be.unclaim()
-	go func() {
-		ls.connMu.Lock()
-		defer ls.connMu.Unlock()
-		if errorsIsPooler(cause) {
-			// Dropping the client connection does not end a pooled server
-			// session: try to give the locks back first.
-			ls.l.unlockBestEffort(ls.conn, ls.keys, ls.shared)
-		}
-		ls.l.discard(ls.conn)
-	}()
+	return true
+}
+
+// drop discards the connection of a lost lease; the caller holds it.
+func (ls *Lease) drop(cause error) {
+	if errorsIsPooler(cause) {
+		// Dropping the client connection does not end a pooled server
+		// session: try to give the locks back first.
+		ls.l.unlockBestEffort(ls.conn, ls.keys, ls.shared)
+	}
+	ls.l.discard(ls.conn)
 }

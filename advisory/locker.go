@@ -514,6 +514,9 @@ func (l *Locker) fail(ctx context.Context, keys []keyspace.Key, err error) error
 func (l *Locker) discard(conn *sql.Conn) {
 	err := conn.Raw(func(dc any) error {
 		l.backends.forget(dc)
+		if l.backends.sockets {
+			endSession(dc)
+		}
 		return driver.ErrBadConn
 	})
 	_ = conn.Close() // already closed by Raw; this only marks it done

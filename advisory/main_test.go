@@ -102,6 +102,13 @@ func timeout(t *testing.T, d time.Duration) context.Context {
 // holders returns the pids that hold key (granted) in e's database.
 func (e *env) holders(t *testing.T, key keyspace.Key) []int {
 	t.Helper()
+	return e.lockRows(t, key, true)
+}
+
+// lockRows returns the pids of key's rows in pg_locks of e's database that
+// are granted (or, with granted false, waiting).
+func (e *env) lockRows(t *testing.T, key keyspace.Key, granted bool) []int {
+	t.Helper()
 	locks, err := testkit.AdvisoryLocks(timeout(t, 10*time.Second), e.admin)
 	if err != nil {
 		t.Fatalf("pg_locks: %v", err)
@@ -109,7 +116,7 @@ func (e *env) holders(t *testing.T, key keyspace.Key) []int {
 	c, o, s := key.Lock()
 	var pids []int
 	for _, l := range locks {
-		if l.Granted && l.ClassID == c && l.ObjID == o && l.ObjSubID == s {
+		if l.Granted == granted && l.ClassID == c && l.ObjID == o && l.ObjSubID == s {
 			pids = append(pids, l.PID)
 		}
 	}

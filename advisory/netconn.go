@@ -1,8 +1,10 @@
 package advisory
 
 import (
+	"context"
 	"net"
 	"reflect"
+	"time"
 )
 
 // netConnOf returns the socket under a driver connection of pgx's stdlib
@@ -45,4 +47,27 @@ func call(m reflect.Value) reflect.Value {
 		}
 	}
 	return v
+}
+
+// endSession closes the server session under a driver connection of pgx's
+// stdlib through its *pgx.Conn (Conn().Close(ctx)), for a discard, and does
+// nothing for any other connection. database/sql's Close of such a
+// connection gives it back to the pgxpool when the *sql.DB comes from
+// stdlib.OpenDBFromPool, which would keep the session, and every lock it
+// holds, alive for the pool's next user; a closed *pgx.Conn is destroyed by
+// the pgxpool instead. (For a plain pgx connection database/sql's Close then
+// finds it closed already.)
+func endSession(dc any) {
+	v := call(reflect.ValueOf(dc).MethodByName("Conn"))
+	if !v.IsValid() {
+		return
+	}
+	m := v.MethodByName("Close")
+	ctxType := reflect.TypeFor[context.Context]()
+	if !m.IsValid() || m.Type().NumIn() != 1 || !ctxType.AssignableTo(m.Type().In(0)) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	m.Call([]reflect.Value{reflect.ValueOf(ctx)})
 }

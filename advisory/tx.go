@@ -15,13 +15,21 @@ import (
 // and the transaction fails; a commit that succeeded happened while the lock
 // was held.
 //
-// Tx returns an error wrapping ErrLockLost if the lease is lost (before, or
-// found during the transaction), ErrReleased after Release, else fn's error
-// or the commit's. A panic in fn rolls back and re-panics. Calls of Tx on one
-// lease run one after the other, and Release waits for a running Tx. While a
-// transaction runs the keepalive stays off the connection (it never sends a
-// statement inside it): bound fn's statements with ctx, since a loss is then
-// found by them rather than by the keepalive.
+// Tx returns an error wrapping ErrLockLost if the lease is lost: before the
+// transaction, or found during it, by any statement of fn, the commit or the
+// rollback, or by the end of ctx (database/sql and the drivers close a
+// connection whose transaction's context ends, which ends the session and
+// its lock). When the transaction fails and its rollback does not succeed,
+// or ctx ended meanwhile, Tx checks that the lease's backend still answers
+// before it returns, so a lease whose Err is nil after Tx still holds its
+// lock (after a commit that succeeded as ctx ended, Tx returns nil: the
+// commit happened while the lock was held, but the lease may be lost). Otherwise Tx returns
+// ErrReleased after Release has started, else fn's error or the commit's. A
+// panic in fn rolls back and re-panics. Calls of Tx on one lease run one
+// after the other, and Release waits for a running Tx. While a transaction
+// runs the keepalive stays off the connection (it never sends a statement
+// inside it): bound fn's statements with ctx, since a loss is then found by
+// them rather than by the keepalive.
 func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if ls == nil {
 		return errorf("advisory: Tx on a nil lease: %w", ErrReleased)
@@ -29,10 +37,15 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 	if fn == nil {
 		return errors.New("advisory: Tx with a nil function")
 	}
-	ls.connMu.Lock()
-	defer ls.connMu.Unlock()
-	// Checked under connMu: Release and a loss's discard take it too, so the
-	// connection is still the lease's for as long as Tx holds it.
+	if err := ls.usable(); err != nil {
+		return err
+	}
+	if !ls.takeConn() {
+		return ls.Err()
+	}
+	defer ls.giveConn()
+	// Checked while the connection is the Tx's: Release and a loss's
+	// discard wait for it, so it stays the lease's until Tx returns.
 	if err := ls.usable(); err != nil {
 		return err
 	}
@@ -40,37 +53,50 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 	if err != nil {
 		return ls.txFailed(ctx, "begin", err)
 	}
-	committed := false
+	ended := false
 	defer func() {
-		if !committed {
-			// A panic in fn (or a failure below): roll back. If the rollback
-			// itself fails the session is in doubt; check it.
-			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
-				_ = ls.txFailed(context.WithoutCancel(ctx), "rollback", rerr)
+		if !ended {
+			// fn panicked: roll back, and check the session if that fails.
+			if rerr := tx.Rollback(); rerr != nil {
+				_ = ls.txFailed(ctx, "rollback", rerr)
 			}
 		}
 	}()
 	if ferr := fn(tx); ferr != nil {
-		if lerr := ls.usable(); lerr != nil {
-			return fmt.Errorf("%w (%w)", lerr, ferr)
+		ended = true
+		// A rollback that succeeds proves the session alive, unless ctx
+		// ended during the transaction: then the driver may close the
+		// connection as the transaction ends, after a successful rollback
+		// too (lib/pq does). A rollback that fails (also with ErrTxDone:
+		// database/sql rolled back on its own as ctx ended, and may have
+		// closed the connection) leaves the session in doubt. Either way
+		// fn's error may be the first sign of a loss.
+		if rerr := tx.Rollback(); rerr != nil || ctx.Err() != nil {
+			if lerr := ls.check(ctx, "the transaction failed"); lerr != nil {
+				return fmt.Errorf("%w (%w)", lerr, ferr)
+			}
 		}
 		return ferr
 	}
+	ended = true
 	if err := tx.Commit(); err != nil {
-		committed = true // nothing left to roll back
 		return ls.txFailed(ctx, "commit", err)
 	}
-	committed = true
+	if ctx.Err() != nil {
+		// Committed while the lock was held; but the driver may have
+		// closed the connection as the transaction ended (see above).
+		_ = ls.check(ctx, "the transaction's context ended")
+	}
 	return nil
 }
 
-// usable returns nil while the lease holds its lock, else the error that
-// says why not (the loss, or ErrReleased).
+// usable returns nil while the lease holds its lock and no Release has
+// started, else the error that says why not (the loss, or ErrReleased).
 func (ls *Lease) usable() error {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	switch {
-	case ls.err != nil && ls.err != ErrReleased:
+	case ls.isLost:
 		return ls.err
 	case ls.released || ls.err != nil:
 		return errorf("advisory: lease of %v: %w", keyArg(ls.keys), ErrReleased)
@@ -80,11 +106,23 @@ func (ls *Lease) usable() error {
 
 // txFailed handles a failed begin, commit or rollback: if the session no
 // longer answers as the backend that took the lock, the lease is lost and
-// the error says so. The caller holds connMu.
+// the error says so. The caller holds the connection (takeConn).
 func (ls *Lease) txFailed(ctx context.Context, what string, err error) error {
 	err = errorf("advisory: %s on the lease's connection: %w", what, err)
-	if lerr := ls.usable(); lerr != nil {
+	if lerr := ls.check(ctx, what+" failed"); lerr != nil {
 		return fmt.Errorf("%w (%w)", lerr, err)
+	}
+	return err // the session and its lock are intact
+}
+
+// check asks the lease's session whether it is still the backend that took
+// the lock, after a statement on it failed (what says which). If not, the
+// lease is lost and check returns the loss error; nil if the session is
+// intact. A lease already lost returns its loss error without asking. The
+// caller holds the connection (takeConn).
+func (ls *Lease) check(ctx context.Context, what string) error {
+	if lerr := ls.lossErr(); lerr != nil {
+		return lerr
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.l.pingTimeout)
 	defer cancel()
@@ -92,11 +130,11 @@ func (ls *Lease) txFailed(ctx context.Context, what string, err error) error {
 	perr := ls.conn.QueryRowContext(pctx, sqltext.Ping).Scan(&pid)
 	switch {
 	case perr != nil:
-		ls.lose(fmt.Errorf("%s failed and the connection does not answer: %w", what, perr))
+		ls.loseHeld(fmt.Errorf("%s, and the connection does not answer: %w", what, perr))
 	case pid != ls.sess.be.pid:
-		ls.lose(fmt.Errorf("%s failed and backend %d answers instead of %d: %w", what, pid, ls.sess.be.pid, ErrPooler))
+		ls.loseHeld(fmt.Errorf("%s, and backend %d answers instead of %d: %w", what, pid, ls.sess.be.pid, ErrPooler))
 	default:
-		return err // the session and its lock are intact
+		return nil
 	}
-	return fmt.Errorf("%w (%w)", ls.Err(), err)
+	return ls.lossErr()
 }
