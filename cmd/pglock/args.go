@@ -28,9 +28,8 @@ type command struct {
 	help  bool   // --help: print usage, exit 0
 	usage string // the usage text of name
 
-	dsn    string
-	driver string // database/sql driver name: pgx or postgres
-	names  []nsDef
+	dsn   string
+	names []nsDef
 
 	// key and run
 	key     keyspace.Key
@@ -143,9 +142,6 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 	consumed := len(args) - 1 - len(rest)
 	dashed := consumed > 0 && args[consumed] == "--"
 
-	if c.driver != "pgx" && c.driver != "postgres" && c.name != "key" {
-		return nil, &usageError{usage: usage, msg: fmt.Sprintf("--driver %q: want pgx or postgres", c.driver)}
-	}
 	defs, err := parseNames(env("PGLOCK_NAMESPACES"))
 	if err != nil {
 		return nil, &usageError{usage: usage, msg: "PGLOCK_NAMESPACES: " + err.Error()}
@@ -224,7 +220,6 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 
 func connFlags(fs *flag.FlagSet, c *command) {
 	fs.StringVar(&c.dsn, "dsn", "", "")
-	fs.StringVar(&c.driver, "driver", "pgx", "")
 }
 
 func keyFlags(fs *flag.FlagSet, keyFlag, nsFlag *string, hash *bool) {

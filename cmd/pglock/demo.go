@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/lockview"
-	"github.com/pgadvisory/pgadvisory/internal/pgconf"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 	"github.com/pgadvisory/pgadvisory/txlock"
@@ -107,16 +106,12 @@ func runDemo(ctx context.Context, c *command, env func(string) string, out, prog
 // throwaway server through itest. cleanup stops what was started.
 func demoServer(ctx context.Context, c *command, env func(string) string, progress io.Writer) (*sql.DB, string, func(), error) {
 	if c.dsn != "" || env("DATABASE_URL") != "" {
-		s, err := pgconf.Resolve(c.dsn, env, "pglock demo")
-		if err != nil {
-			return nil, "", nil, err
-		}
-		db, err := pgconf.Open(ctx, c.driver, s)
+		db, t, err := open(ctx, c, env, "pglock demo")
 		if err != nil {
 			return nil, "", nil, err
 		}
 		db.SetMaxOpenConns(c.workers + 4)
-		return db, fmt.Sprintf("%s from %s (a temporary table there, dropped at the end)", s.Addr(), s.From), func() { db.Close() }, nil
+		return db, fmt.Sprintf("%s from %s (a table of its own there, dropped at the end)", t.Addr(), t.from), func() { db.Close() }, nil
 	}
 	fmt.Fprintln(progress, "pglock demo: starting a throwaway PostgreSQL (set DATABASE_URL to use yours instead)")
 	start := time.Now()
@@ -127,16 +122,8 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("demo: no PostgreSQL to run on (set DATABASE_URL to use yours): %w", err)
 	}
-	db, err := sql.Open(c.driver, srv.DSN(""))
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = db.PingContext(pctx)
-		cancel()
-	}
+	db, _, err := open(ctx, &command{dsn: srv.DSN("")}, env, "pglock demo")
 	if err != nil {
-		if db != nil {
-			db.Close()
-		}
 		srv.Close()
 		return nil, "", nil, fmt.Errorf("demo: connecting to the %s server at %s: %w", srv.Mode(), srv.Addr(), err)
 	}

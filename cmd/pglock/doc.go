@@ -102,15 +102,17 @@
 //
 // # Connection settings
 //
-// As with libpq: the --dsn flag, else DATABASE_URL, is a connection string
-// (postgres:// URL or keyword=value); whatever it leaves out comes from
-// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE,
-// PGCONNECT_TIMEOUT and PGAPPNAME, then from libpq's defaults (the Unix socket
-// in /var/run/postgresql or /tmp if there, else localhost; port 5432; the
-// operating system user; a database named as the user; sslmode prefer). A
-// connection attempt gives up after connect_timeout (default 10s) and says
-// which address, user and database it tried. --driver selects the
-// database/sql driver: pgx (default) or postgres (lib/pq).
+// As with libpq, because pgx's pgconn.ParseConfig resolves them as libpq
+// does: the --dsn flag, else DATABASE_URL, is a connection string (postgres://
+// URL or keyword=value); whatever it leaves out comes from the PG* variables
+// (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME,
+// PGCONNECT_TIMEOUT, ...), a service (PGSERVICE or service=, from
+// PGSERVICEFILE or ~/.pg_service.conf), the passfile (PGPASSFILE or
+// ~/.pgpass), then libpq's defaults (the Unix socket if there, else
+// localhost; port 5432; the operating system user). A connection attempt
+// gives up after connect_timeout (default 10s) and says which address, user
+// and database it tried, and where the settings came from. pglock connects
+// through pgx's database/sql driver.
 //
 // # pglock fence
 //

@@ -130,7 +130,7 @@ func TestParseArgs(t *testing.T) {
 		{"run", "--ns", "nosuch", "1", "--", "true"},
 		{"run", "--ns", "1", "notanumber", "--", "true"},
 		{"run", "--hash", "n", "--", "true"},
-		{"run", "--driver", "mysql", "n", "--", "true"},
+		{"run", "--driver", "pgx", "n", "--", "true"},
 		{"run", "--keepalive", "1ns", "n", "--", "true"},
 		{"run", "--", "true"},
 		{"key"},

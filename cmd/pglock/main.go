@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -11,11 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	// The two drivers pglock can use: --driver pgx (the default) or postgres.
-	_ "github.com/jackc/pgx/v5/stdlib"
-	_ "github.com/lib/pq"
-
-	"github.com/pgadvisory/pgadvisory/internal/pgconf"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -25,6 +19,7 @@ const (
 	exitError       = 1  // key, ls, demo: something failed
 	exitUsage       = 2  // a command line that cannot be run
 	exitUnavailable = 69 // run: no connection or a database error before CMD started
+	exitConfig      = 78 // connection settings that cannot work as they are (EX_CONFIG)
 	exitNotAcquired = 75 // run: the lock is held elsewhere (--try) or --wait ran out
 	exitLost        = 76 // run: the lock was lost while CMD ran; CMD was terminated
 	exitCannotExec  = 126
@@ -43,13 +38,15 @@ Usage:
   pglock fence show [--table T] NAME        the latest fencing token of a key
 
 Run "pglock COMMAND --help" for a command's flags.
-Connection settings follow libpq: --dsn, else DATABASE_URL, else PGHOST, PGPORT,
-PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGCONNECT_TIMEOUT.
+Connection settings follow libpq: --dsn, else DATABASE_URL, is the connection
+string; what it leaves out comes from PGHOST, PGPORT, PGUSER, PGDATABASE,
+PGSERVICE and the other PG* variables, the service file and the passfile.
 `
 
 const connUsage = `Connection flags:
-  --dsn DSN        connection string, URL or keyword=value (default: DATABASE_URL, else the PG* variables)
-  --driver NAME    pgx (default) or postgres (lib/pq)
+  --dsn DSN        connection string, URL or keyword=value (default: DATABASE_URL);
+                   what it leaves out comes from the PG* variables, the service file
+                   and the passfile, as with libpq
 `
 
 const keyUsage = `Usage: pglock key [--json] NAME
@@ -180,12 +177,16 @@ func mainExit(args []string, env func(string) string, io stdio) int {
 	return exitUsage
 }
 
-// report prints err, if any, and returns the exit status for it.
+// report prints err, if any, and returns the exit status for it:
+// exitConfig for connection settings that cannot work, else exitError.
 func report(io stdio, err error) int {
 	if err == nil {
 		return exitOK
 	}
 	fmt.Fprintf(io.err, "pglock: %v\n", trimPrefix(err))
+	if isConfig(err) {
+		return exitConfig
+	}
 	return exitError
 }
 
@@ -193,18 +194,8 @@ func report(io stdio, err error) int {
 // an error message, which reads better after "pglock: ".
 func trimPrefix(err error) string {
 	s := err.Error()
-	for _, p := range []string{"pglock: ", "pgconf: ", "lockview: "} {
+	for _, p := range []string{"pglock: ", "lockview: "} {
 		s = strings.TrimPrefix(s, p)
 	}
 	return s
-}
-
-// open resolves the connection settings and connects.
-func open(ctx context.Context, c *command, env func(string) string, appName string) (*sql.DB, pgconf.Settings, error) {
-	s, err := pgconf.Resolve(c.dsn, env, appName)
-	if err != nil {
-		return nil, s, err
-	}
-	db, err := pgconf.Open(ctx, c.driver, s)
-	return db, s, err
 }
