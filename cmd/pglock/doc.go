@@ -4,28 +4,40 @@
 // holds and who waits for advisory locks, and demonstrates what the locks are
 // for on a throwaway server.
 //
-//	pglock key  [--json] NAME | --key K | --ns N ID | --ns N --hash NAME
-//	pglock run  [--try | --wait D] [--shared] [--keepalive D] [--grace D] NAME -- CMD [ARGS...]
+//	pglock key  [--json] [--ns N] [--name] NAME|ID | --key K
+//	pglock run  [--try | --wait D] [--shared] [--quiet] [--keepalive D] [--grace D] [--ns N] [--name] NAME|ID -- CMD [ARGS...]
 //	pglock ls   [--json] [--all]
 //	pglock demo [--workers N] [--increments N] [--pause D]
-//	pglock fence init [--table T] [--print] | fence show [--table T] NAME
+//	pglock fence init [--table T] [--print] | fence show [--table T] NAME|ID
 //
 // Every command answers --help. An unknown command or flag prints the usage
 // and exits with status 2.
 //
 // # Keys
 //
-// A NAME is hashed to the bigint key form with keyspace.Hash: the first 8
-// bytes of MD5(NAME), big-endian, signed, the same number as the SQL
+// One rule names a key: an ID, an argument written as a decimal integer
+// (42, or -7 after "--"), is the key itself, keyspace.Int64(ID), so that
+// "pglock run 42" contends with a program's keyspace.Int64(42); a NAME,
+// anything else, is hashed with keyspace.Hash: the first 8 bytes of
+// MD5(NAME), big-endian, signed, the same number as the SQL
 // ('x' || substr(md5(NAME), 1, 16))::bit(64)::bigint, so pglock, Go programs
-// using this module, Python and psql contend on the same lock. A NAME is
-// always hashed, even when it looks like a number; to name a key as it is,
-// use --key: "--key 42" is the bigint 42, "--key '(1,2)'" the pair (1,2).
-// "--ns N ID" is the pair (N, ID), and "--ns N --hash NAME" the pair
-// (N, first 4 bytes of MD5(NAME)), as keyspace.Namespace.ID and
-// Namespace.Hash compute them. N is an int4, or a namespace name given with
-// --names orders=1,jobs=2 or in the environment variable PGLOCK_NAMESPACES
-// (same syntax); ls and key use those names to show pair keys as "orders/42".
+// using this module, Python and psql contend on the same lock. --name makes
+// the argument a NAME even if it looks like a number: "--name 42" hashes the
+// text "42" (--hash is an older spelling of --name). A number written with a
+// "+" or leading zeros, or out of range, is refused rather than guessed at.
+//
+// With "--ns N" the key is a pair in namespace N: an ID (an int4) gives
+// (N, ID) as keyspace.Namespace.ID does, a NAME gives (N, first 4 bytes of
+// MD5(NAME)) as Namespace.Hash does. N is an int4, or a namespace name given
+// with --names orders=1,jobs=2 or in the environment variable
+// PGLOCK_NAMESPACES (same syntax); ls and key use those names to show pair
+// keys as "orders/42". "--key K" names a key as written: "--key 42" is the
+// bigint 42, "--key '(1,2)'" the pair (1,2).
+//
+// "pglock key" prints the key and how it shows in pg_locks; "pglock run"
+// prints the same on standard error once it holds the lock (unless --quiet),
+// and names it in every message; "pglock fence show" prints the key before
+// its token.
 //
 // # pglock key
 //
@@ -41,6 +53,10 @@
 // CMD ends. Without --try or --wait it waits as long as it takes; --try does
 // not wait; --wait D waits at most D (--wait 0 is --try). CMD inherits
 // pglock's standard streams and environment, plus PGLOCK_KEY set to the key.
+// The session's application_name (unless the connection settings name one)
+// is "pglock run" followed by the key as named on the command line, such as
+// "pglock run --ns orders 42", so that pg_stat_activity and "pglock ls" show
+// which lock a session is for.
 //
 // CMD runs in a process group of its own. SIGINT, SIGTERM, SIGHUP and SIGQUIT
 // received by pglock are passed on to that group; a signal received while

@@ -29,13 +29,16 @@ const (
 const mainUsage = `pglock: PostgreSQL advisory locks from the command line.
 
 Usage:
-  pglock key  [--ns N [--hash]] NAME|ID     the key a name maps to, its SQL, its pg_locks row
-  pglock run  [--try | --wait D] [--shared] NAME -- CMD [ARGS...]
+  pglock key  [--ns N] [--name] NAME|ID     the key, its SQL, how it shows in pg_locks
+  pglock run  [--try | --wait D] [--shared] NAME|ID -- CMD [ARGS...]
                                             run CMD only while holding the lock (flock for PostgreSQL)
   pglock ls   [--json] [--all]              who holds and who waits for advisory locks
   pglock demo                               lost updates without locks, none with them
   pglock fence init [--table T] [--print]   create (or print) the fencing token table
-  pglock fence show [--table T] NAME        the latest fencing token of a key
+  pglock fence show [--table T] NAME|ID     the latest fencing token of a key
+
+An ID (a decimal integer such as 42) is the key itself; a NAME (anything else,
+or any argument after --name) is hashed.
 
 Run "pglock COMMAND --help" for a command's flags.
 Connection settings follow libpq: --dsn, else DATABASE_URL, is the connection
@@ -49,39 +52,48 @@ const connUsage = `Connection flags:
                    and the passfile, as with libpq
 `
 
-const keyUsage = `Usage: pglock key [--json] NAME
+const keyUsage = `Usage: pglock key [--json] [--ns N] [--name] NAME|ID
        pglock key [--json] --key K
-       pglock key [--json] --ns N ID
-       pglock key [--json] --ns N --hash NAME
 
 Prints the advisory lock key, the SQL that takes and releases it, and how it
 shows in pg_locks. Needs no server.
 
-  NAME        hashed to a bigint: the first 8 bytes of MD5(NAME), big-endian, signed
+The rule: an ID, a decimal integer such as 42, is the key itself; a NAME,
+anything else, is hashed. --name hashes the argument even if it is a number.
+A number written with a "+" or leading zeros, or out of range, is refused.
+
+  ID          the bigint key ID (keyspace.Int64); a negative one after "--": pglock key -- -7
+  NAME        hashed to a bigint: the first 8 bytes of MD5(NAME), big-endian, signed (keyspace.Hash)
+  --name      the argument is a NAME even if it looks like a number: "--name 42" hashes "42"
+              (--hash is an older spelling)
+  --ns N      a pair key in namespace N (an int4, or a name from --names): an ID is its second
+              int4 (Namespace.ID), a NAME is hashed to it (first 4 bytes of MD5, Namespace.Hash)
   --key K     a key as written: a bigint "n" or a pair "(a,b)"
-  --ns N      a pair key in namespace N (an int4, or a name from --names); ID is its second int4
-  --hash      with --ns: hash NAME to the second int4 (first 4 bytes of MD5(NAME))
   --names L   namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES)
   --json      print JSON
 `
 
-const runUsage = `Usage: pglock run [flags] NAME -- CMD [ARGS...]
+const runUsage = `Usage: pglock run [flags] [--ns N] [--name] NAME|ID -- CMD [ARGS...]
        pglock run [flags] --key K -- CMD [ARGS...]
-       pglock run [flags] --ns N [--hash] ID|NAME -- CMD [ARGS...]
 
 Takes the session advisory lock, runs CMD while holding it, releases it when
-CMD ends. Flags go before NAME. The key is chosen as with "pglock key".
+CMD ends. Flags go before NAME|ID. The key is chosen as with "pglock key": an
+ID (a decimal integer) is the key itself, a NAME is hashed, --name hashes a
+number too. Once it holds the lock, pglock prints the key and how it shows in
+pg_locks on standard error.
 
   --try            do not wait: exit 75 at once if the lock is held elsewhere
   --wait D         wait at most D (e.g. 30s) for the lock, then exit 75; --wait 0 is --try
                    (default: wait as long as it takes)
   --shared         take the lock in shared mode (pg_advisory_lock_shared)
+  --quiet          do not print the key held (for cron, which mails any output)
   --keepalive D    how often the held lock's connection is checked (default 2s)
   --grace D        after the lock is lost, how long CMD has between SIGTERM and SIGKILL (default 5s)
   --names L        namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES)
 
 CMD runs in its own process group; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
 pglock are passed on to it. CMD's environment has PGLOCK_KEY set to the key.
+The session's application_name is "pglock run" and the key as named here.
 
 Exit status: CMD's own (128+N if it died of signal N); 75 if the lock was not
 acquired; 76 if the lock was lost while CMD ran (CMD is terminated); 69 if the

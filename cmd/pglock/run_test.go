@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"os"
 	"path/filepath"
@@ -329,5 +330,81 @@ func TestRunSignals(t *testing.T) {
 	}
 	if r := p.wait(t, 20*time.Second); r.code != 128+int(syscall.SIGTERM) || r.stdout != "" {
 		t.Errorf("SIGTERM while waiting: %v", r)
+	}
+}
+
+// randInt32 is a positive int32 no other test picks, for keys by number.
+func randInt32() int32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return int32(binary.BigEndian.Uint32(b[:]) >> 2)
+}
+
+// TestRunNumberKey: a decimal integer names the key itself, so "pglock run
+// N" contends with keyspace.Int64(N) held by a program, and "--ns A B" with
+// Namespace.ID; "--name N" hashes the text instead and does not contend.
+// pglock says on stderr which key it holds, and its application_name keeps
+// the namespace.
+func TestRunNumberKey(t *testing.T) {
+	t.Parallel()
+	d := newTestDB(t)
+	n, ns, id := int64(randInt32())<<20+7, randInt32(), randInt32()
+	num, pair := keyspace.Int64(n), keyspace.Pair(ns, id)
+	numText, nsText, idText := strconv.FormatInt(n, 10), strconv.Itoa(int(ns)), strconv.Itoa(int(id))
+	d.hold(t, num, false)
+	d.hold(t, pair, false)
+	held := []struct {
+		args []string
+		key  keyspace.Key
+	}{
+		{[]string{numText}, num},
+		{[]string{"--ns", nsText, idText}, pair},
+	}
+	for _, h := range held {
+		r := pglock(t, d.env, d.args(append(append([]string{"--try"}, h.args...), "--", "sh", "-c", "echo ran")...)...)
+		want := "(key " + h.key.String() + "; pg_locks " + pgLocks(h.key) + ") is held elsewhere"
+		if r.code != exitNotAcquired || r.stdout != "" || !strings.Contains(r.stderr, want) {
+			t.Errorf("pglock run --try %q while a program holds %v: want exit %d and %q: %v", h.args, h.key, exitNotAcquired, want, r)
+		}
+	}
+	// The hashed texts are other keys: free, held while CMD runs, and named.
+	free := []struct {
+		args  []string
+		key   keyspace.Key
+		label string
+	}{
+		{[]string{"--name", numText}, keyspace.Hash(numText), "--name " + numText},
+		{[]string{"--ns", nsText, "--name", idText}, keyspace.Pair(ns, keyspace.Hash32(idText)), "--ns " + nsText + " --name " + idText},
+	}
+	for _, f := range free {
+		r := pglock(t, d.env, d.args(append(append([]string{"--try"}, f.args...), "--", "sh", "-c", `test "$PGLOCK_KEY" = "$1" && echo ran`, "sh", f.key.String())...)...)
+		want := "pglock: holding lock " + f.label + ": key " + f.key.String() + " (pg_locks " + pgLocks(f.key) + ")"
+		if r.code != 0 || r.stdout != "ran\n" || !strings.Contains(r.stderr, want) {
+			t.Errorf("pglock run --try %q: want it to run with key %v and say %q: %v", f.args, f.key, want, r)
+		}
+		if r := pglock(t, d.env, d.args(append(append([]string{"--try", "--quiet"}, f.args...), "--", "true")...)...); r.code != 0 || r.stderr != "" {
+			t.Errorf("pglock run --quiet %q: want no output: %v", f.args, r)
+		}
+	}
+
+	// application_name names the key as given, namespace included.
+	release := filepath.Join(t.TempDir(), "release")
+	other := keyspace.Pair(ns, id+1)
+	p := start(t, d.env, d.args("--ns", nsText, strconv.Itoa(int(id+1)), "--", "sh", "-c", `while [ ! -e "$1" ]; do sleep 0.02; done`, "sh", release)...)
+	pid := d.waitHeld(t, other)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var app string
+	if err := d.db.QueryRowContext(ctx, "SELECT application_name FROM pg_stat_activity WHERE pid = $1", pid).Scan(&app); err != nil {
+		t.Fatal(err)
+	}
+	if want := "pglock run --ns " + nsText + " " + strconv.Itoa(int(id+1)); app != want {
+		t.Errorf("application_name %q, want %q", app, want)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.wait(t, 30*time.Second); r.code != 0 {
+		t.Errorf("pglock run --ns: %v", r)
 	}
 }
