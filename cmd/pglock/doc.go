@@ -10,8 +10,9 @@
 //	pglock demo [--workers N] [--increments N] [--pause D]
 //	pglock fence init [--table T] [--print] | fence show [--table T] NAME|ID
 //
-// Every command answers --help. An unknown command or flag prints the usage
-// and exits with status 2.
+// Every command answers --help; "pglock --version" prints the module version
+// pglock was built from ("(devel)" when the build recorded none). An unknown
+// command or flag prints the usage and exits with status 64 (EX_USAGE).
 //
 // # Keys
 //
@@ -79,14 +80,19 @@
 //	127      CMD was not found
 //	128+N    CMD was ended by signal N (as shells report it), or pglock got
 //	         signal N before CMD started
-//	2        bad command line
+//	64       bad command line (EX_USAGE); CMD was not run
 //	69       could not connect, or the server failed while taking the lock
-//	         (EX_UNAVAILABLE); CMD was not run
+//	         (EX_UNAVAILABLE: try again later); CMD was not run
 //	75       the lock was not acquired: held elsewhere with --try, or --wait
 //	         ran out (EX_TEMPFAIL: try again later); CMD was not run
 //	76       the lock was lost while CMD ran; CMD was terminated
+//	78       the connection settings cannot work as they are (EX_CONFIG):
+//	         a malformed connection string or PG* variable, a missing
+//	         service, or a database or role the server does not know, or a
+//	         password it rejects; CMD was not run, and trying again will not
+//	         help until the settings change
 //
-// A CMD that itself exits with 69, 75 or 76 is indistinguishable from
+// A CMD that itself exits with 64, 69, 75, 76 or 78 is indistinguishable from
 // pglock's own statuses; pglock prints a line on standard error in its own
 // cases.
 //
@@ -143,5 +149,6 @@
 // recorded, and the next one is higher than both.
 //
 // Exit statuses of key, ls, demo and fence: 0 success, 1 failure (a message
-// on standard error), 2 bad command line.
+// on standard error), 64 bad command line (EX_USAGE), 78 connection
+// settings that cannot work (EX_CONFIG, as for run).
 package main

@@ -17,7 +17,7 @@ import (
 const (
 	exitOK          = 0
 	exitError       = 1  // key, ls, demo: something failed
-	exitUsage       = 2  // a command line that cannot be run
+	exitUsage       = 64 // a command line that cannot be run (EX_USAGE)
 	exitUnavailable = 69 // run: no connection or a database error before CMD started
 	exitConfig      = 78 // connection settings that cannot work as they are (EX_CONFIG)
 	exitNotAcquired = 75 // run: the lock is held elsewhere (--try) or --wait ran out
@@ -40,7 +40,9 @@ Usage:
 An ID (a decimal integer such as 42) is the key itself; a NAME (anything else,
 or any argument after --name) is hashed.
 
-Run "pglock COMMAND --help" for a command's flags.
+Run "pglock COMMAND --help" for a command's flags, "pglock --version" for the
+version. Exit status: 64 for a bad command line, 78 for connection settings that
+cannot work (a malformed connection string, no such service, database or role).
 Connection settings follow libpq: --dsn, else DATABASE_URL, is the connection
 string; what it leaves out comes from PGHOST, PGPORT, PGUSER, PGDATABASE,
 PGSERVICE and the other PG* variables, the service file and the passfile.
@@ -97,8 +99,9 @@ The session's application_name is "pglock run" and the key as named here.
 
 Exit status: CMD's own (128+N if it died of signal N); 75 if the lock was not
 acquired; 76 if the lock was lost while CMD ran (CMD is terminated); 69 if the
-server could not be reached or refused the lock; 126/127 if CMD could not be
-started; 2 for a bad command line.
+server could not be reached or failed while taking the lock (try again later);
+78 if the connection settings cannot work (malformed, no such service, database
+or role); 126/127 if CMD could not be started; 64 for a bad command line.
 `
 
 const lsUsage = `Usage: pglock ls [--json] [--all] [--names L]
@@ -144,6 +147,10 @@ func main() {
 
 // mainExit runs one command line and returns the exit status.
 func mainExit(args []string, env func(string) string, io stdio) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "version") {
+		fmt.Fprintln(io.out, "pglock", version())
+		return exitOK
+	}
 	if len(args) > 0 && args[0] == "fence" {
 		return runFence(context.Background(), args[1:], env, io)
 	}
