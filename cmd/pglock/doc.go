@@ -99,14 +99,34 @@
 // # pglock ls
 //
 // Lists the advisory locks of the database connected to (--all: of every
-// database): key (decoded from pg_locks, with its namespace name when known),
-// mode (exclusive or shared), held or waiting, for how long, pid, database,
-// application_name, client address and session state. For a waiter, "for" is
-// the time since pg_locks.waitstart (PostgreSQL 14 and later); for a holder
-// it is an upper bound, the age of its session, because PostgreSQL does not
-// record when a lock was granted. --json prints every row with the raw
-// timestamps from pg_stat_activity (backend_start, xact_start, state_change)
-// and pg_locks (wait_start).
+// database): key (decoded from pg_locks with keyspace.FromLock, with its
+// namespace name when known), mode (exclusive or shared), held or waiting,
+// pid, database, application_name, client address and session state, and
+// three durations, each only where PostgreSQL knows it:
+//
+//	WAITED       how long a waiter has waited (pg_locks.waitstart, PostgreSQL 14+)
+//	IN XACT      how long the session's current transaction has run
+//	             (xact_start); a transaction-level lock is no older
+//	SESSION AGE  how long the session has existed (backend_start); a pooled
+//	             connection is older than the locks it holds
+//
+// PostgreSQL does not record when a lock was granted, so no column claims to
+// say how long a lock has been held.
+//
+// Below the table, ls draws who blocks whom: trees built from
+// pg_blocking_pids, each waiter under the session it waits behind, with the
+// keys each session holds and waits for and how long it has waited. A waiter
+// behind both a holder and another waiter queued ahead of it shows under the
+// nearest one only, so a queue reads as a chain; a waiter behind several
+// shared holders shows under each.
+//
+// --json prints {"locks": [...], "blocking": [...]}: every row with the raw
+// timestamps of pg_stat_activity (backend_start, xact_start, state_change),
+// pg_locks (wait_start) and the server's clock (now), the durations as whole
+// milliseconds (waited_ms, xact_age_ms, session_age_ms; null when unknown or
+// not applicable) and blocked_by (every pid pg_blocking_pids names); and the
+// same tree, each node with pid, application_name, database, holds,
+// waits_for, waited_ms, blocked_by and the nodes it blocks.
 //
 // # pglock demo
 //

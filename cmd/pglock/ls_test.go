@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -60,18 +61,27 @@ func TestLsJSON(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 
-	var rows []lsRow
+	var (
+		out  lsOutput
+		raw  string
+		rows []lsRow
+	)
 	waitFor(t, 20*time.Second, "ls to show the holder and the waiter", func() bool {
 		r := pglock(t, d.env, "ls", "--json", "--names", "jobs=7")
 		if r.code != 0 {
 			t.Fatalf("pglock ls --json: %v", r)
 		}
-		rows = nil
-		if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+		out, raw = lsOutput{}, r.stdout
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 			t.Fatalf("pglock ls --json: %v\n%v", err, r)
 		}
+		rows = out.Locks
 		return len(rows) == 3
 	})
+	// Durations are whole milliseconds: no float noise.
+	if m := regexp.MustCompile(`"\w+_ms": -?\d*[.eE]`).FindString(raw); m != "" {
+		t.Errorf("pglock ls --json: %s is not a whole number:\n%s", m, raw)
+	}
 	// Sorted: bigint keys first, then the pair; holder before waiter.
 	b, h, w := rows[0], rows[1], rows[2]
 	if b.Key != big.String() || b.Form != "bigint" || b.Int64 == nil || *b.Int64 != mustInt64(big) || b.Mode != "shared" ||
@@ -82,17 +92,26 @@ func TestLsJSON(t *testing.T) {
 		h.ClassID != 7 || h.ObjID != 99 || h.ObjSubID != 2 || h.Mode != "exclusive" || !h.Granted || h.PID != lease.PID() {
 		t.Errorf("holder row: %+v, want (7,99) jobs/99 exclusive held by %d", h, lease.PID())
 	}
-	if h.BackendStart == nil || h.HeldAtMostSeconds <= 0 {
-		t.Errorf("holder row lacks session times: %+v", h)
+	// The holder is an idle session: its session age is known, it waits
+	// for nothing and is in no transaction.
+	if h.BackendStart == nil || h.SessionAgeMS == nil || *h.SessionAgeMS < 0 || h.WaitedMS != nil || h.XactAgeMS != nil || len(h.BlockedBy) != 0 {
+		t.Errorf("holder row: %+v, want a session age only", h)
 	}
-	if w.Key != "(7,99)" || w.Granted || w.PID == lease.PID() || w.WaitStart == nil || w.WaitingSeconds < 0 {
-		t.Errorf("waiter row: %+v", w)
+	// The waiter runs a statement (a transaction) and names its blocker.
+	if w.Key != "(7,99)" || w.Granted || w.PID == lease.PID() || w.WaitStart == nil || w.WaitedMS == nil || *w.WaitedMS < 0 ||
+		w.XactAgeMS == nil || w.SessionAgeMS == nil || fmt.Sprint(w.BlockedBy) != fmt.Sprint([]int{lease.PID()}) {
+		t.Errorf("waiter row: %+v, want waited, in a transaction, blocked by %d", w, lease.PID())
+	}
+	if len(out.Blocking) != 1 || out.Blocking[0].PID != lease.PID() || len(out.Blocking[0].Blocks) != 1 || out.Blocking[0].Blocks[0].PID != w.PID {
+		t.Errorf("blocking: %+v, want %d above %d", out.Blocking, lease.PID(), w.PID)
 	}
 
-	// The table form names the same.
+	// The table form names the same, with each duration in its column.
 	r := pglock(t, d.env, "ls", "--names", "jobs=7")
-	if r.code != 0 || !regexp.MustCompile(`jobs/99\s+exclusive\s+held\s+<= \S+\s+`+strconv.Itoa(lease.PID())).MatchString(r.stdout) ||
-		!regexp.MustCompile(`jobs/99\s+exclusive\s+waiting\s+`).MatchString(r.stdout) {
+	if r.code != 0 || !regexp.MustCompile(`(?m)^KEY\s+MODE\s+LOCK\s+WAITED\s+IN XACT\s+SESSION AGE\s+PID`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`jobs/99\s+exclusive\s+held\s+-\s+-\s+\d\S*\s+`+strconv.Itoa(lease.PID())).MatchString(r.stdout) ||
+		!regexp.MustCompile(`jobs/99\s+exclusive\s+waiting\s+\d\S*\s+\d\S*\s+\d\S*\s+`+strconv.Itoa(w.PID)).MatchString(r.stdout) ||
+		!strings.Contains(r.stdout, "PostgreSQL does not record when a lock was granted") {
 		t.Errorf("pglock ls:\n%v", r)
 	}
 	cancel()
@@ -108,7 +127,7 @@ func mustInt64(k keyspace.Key) int64 {
 func TestLsEmpty(t *testing.T) {
 	t.Parallel()
 	d := newTestDB(t)
-	if r := pglock(t, d.env, "ls", "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+	if r := pglock(t, d.env, "ls", "--json"); r.code != 0 || strings.Join(strings.Fields(r.stdout), " ") != `{ "locks": [], "blocking": [] }` {
 		t.Errorf("pglock ls --json: %v", r)
 	}
 	if r := pglock(t, d.env, "ls"); r.code != 0 || !strings.Contains(r.stdout, "no advisory locks") {

@@ -107,10 +107,17 @@ or role); 126/127 if CMD could not be started; 64 for a bad command line.
 const lsUsage = `Usage: pglock ls [--json] [--all] [--names L]
 
 Lists who holds and who waits for advisory locks in the current database
-(--all: every database), with decoded keys, modes, pids, application names,
-client addresses, and for how long.
+(--all: every database), with decoded keys, modes, pids, application names and
+client addresses, then draws who blocks whom (from pg_blocking_pids): each
+waiter under the session it waits behind.
 
-  --json      print JSON
+What is known of time, and shown as such: WAITED, how long a waiter has waited
+(PostgreSQL 14 and later); IN XACT, how long the session's transaction has run
+(a transaction lock is no older); SESSION AGE, how long the session has existed.
+PostgreSQL does not record when a lock was granted.
+
+  --json      print JSON: {"locks": [...], "blocking": [...]}, durations in whole
+              milliseconds (waited_ms, xact_age_ms, session_age_ms; null when unknown)
   --all       every database, not only the one connected to
   --names L   namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES), to name pair keys
 `
