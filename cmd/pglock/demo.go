@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,24 +37,35 @@ func runDemo(ctx context.Context, c *command, env func(string) string, out, prog
 	defer cleanup()
 	fmt.Fprintf(out, "server: %s\n", where)
 
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	table := "pglock_demo_" + hex.EncodeToString(b[:])
-	if _, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (id int PRIMARY KEY, total int NOT NULL)"); err != nil {
-		return fmt.Errorf("demo: creating table %s: %w", table, err)
+	registerDemoNamespace()
+	run := newDemoRun()
+	acquire := newAcquirer(db, defaultKeepAlive)
+	// The owner key says, for as long as this demo runs, that its table is
+	// in use; a demo killed before it could drop its table loses the key
+	// with its session, and the next demo drops the table.
+	owner, err := acquire(ctx, run.owner, false, true)
+	if err != nil {
+		return fmt.Errorf("demo: taking the key of table %s: %w", run.table, err)
+	}
+	defer func() { _ = releaseSoon(ctx, owner) }()
+	swept, err := sweepDemoTables(ctx, db, acquire)
+	if err != nil {
+		return err
+	}
+	for _, t := range swept {
+		fmt.Fprintf(out, "dropped table %s, left by a demo that was killed\n", t)
+	}
+	if _, err := db.ExecContext(ctx, "CREATE UNLOGGED TABLE "+run.table+" (id int PRIMARY KEY, total int NOT NULL)"); err != nil {
+		return fmt.Errorf("demo: creating table %s: %w", run.table, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		_, _ = db.ExecContext(dctx, "DROP TABLE IF EXISTS "+table)
+		_, _ = db.ExecContext(dctx, "DROP TABLE IF EXISTS "+run.table)
 	}()
-
-	// A namespace makes the key readable in pg_locks: orders/42 is (1,42).
-	key := keyspace.Pair(1, demoOrder)
-	if ns, err := keyspace.NewNamespace("orders", 1); err == nil {
-		key = ns.ID(demoOrder)
-	}
-	d := &demo{db: db, table: table, key: key, pause: c.pause, acquire: newAcquirer(db, defaultKeepAlive)}
+	_, _ = db.ExecContext(ctx, "COMMENT ON TABLE "+run.table+" IS 'pglock demo: dropped when the demo ends, or by the next pglock demo if this one was killed'")
+	fmt.Fprintf(out, "table %s and keys in namespace pglock-demo (%d), all gone at the end\n", run.table, demoNamespaceID)
+	d := &demo{db: db, table: run.table, key: run.order, pause: c.pause, acquire: acquire}
 
 	fmt.Fprintf(out, "%d workers each add 1 to order %d's total %d times: read it, pause %v, write it back.\n\n",
 		c.workers, demoOrder, c.increments, c.pause)
@@ -111,7 +120,7 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 			return nil, "", nil, err
 		}
 		db.SetMaxOpenConns(c.workers + 4)
-		return db, fmt.Sprintf("%s from %s (a table of its own there, dropped at the end)", t.Addr(), t.from), func() { db.Close() }, nil
+		return db, fmt.Sprintf("%s from %s", t.Addr(), t.from), func() { db.Close() }, nil
 	}
 	fmt.Fprintln(progress, "pglock demo: starting a throwaway PostgreSQL (set DATABASE_URL to use yours instead)")
 	start := time.Now()
@@ -131,7 +140,7 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 	where := fmt.Sprintf("throwaway PostgreSQL (%s, started in %v) at %s, removed at the end",
 		srv.Mode(), time.Since(start).Round(100*time.Millisecond), srv.Addr())
 	if srv.Mode() == itest.ModeEnv {
-		where = fmt.Sprintf("PostgreSQL from %s at %s (a temporary table there, dropped at the end)", itest.EnvDSN, srv.Addr())
+		where = fmt.Sprintf("PostgreSQL from %s at %s", itest.EnvDSN, srv.Addr())
 	}
 	return db, where, func() {
 		db.Close()

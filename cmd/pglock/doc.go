@@ -130,17 +130,25 @@
 //
 // # pglock demo
 //
-// With --dsn or DATABASE_URL set, it runs on that database, in a temporary
-// table that it drops at the end. Otherwise it starts a throwaway PostgreSQL
-// through package itest (PGADVISORY_TEST_DSN if set; else the local
-// PostgreSQL binaries, run as the postgres user when pglock runs as root;
-// else Docker; PGADVISORY_TEST_MODE=docker or local picks one) and removes it
-// at the end, also when interrupted (SIGINT, SIGTERM, SIGHUP). Several workers add 1 to one order's total
-// by reading it, pausing, and writing it back: without a lock updates are
-// lost; under txlock.Do and under an advisory session lock none are. It prints
-// a table (mode, expected, final, lost, time) and the lock's pg_locks row
-// while held, and exits 1 if no update was lost without a lock or any was
-// lost with one.
+// With --dsn or DATABASE_URL set, it runs on that database; otherwise it
+// starts a throwaway PostgreSQL through package itest (PGADVISORY_TEST_DSN if
+// set; else the local PostgreSQL binaries, run as the postgres user when
+// pglock runs as root; else Docker; PGADVISORY_TEST_MODE=docker or local
+// picks one) and removes it at the end, also when interrupted (SIGINT,
+// SIGTERM, SIGHUP). Several workers add 1 to one order's total by reading it,
+// pausing, and writing it back: without a lock updates are lost; under
+// txlock.Do and under an advisory session lock none are. It prints a table
+// (mode, expected, final, lost, time) and the lock's pg_locks row while held,
+// and exits 1 if no update was lost without a lock or any was lost with one.
+//
+// On a database of yours it cannot meet your application: its table is
+// pglock_demo_ and 8 random hex digits (unlogged), and every key it takes is
+// in its own namespace, pglock-demo (id -1984345403, the first 4 bytes of an
+// MD5), with a random id. It drops the table when it ends, also on SIGINT,
+// SIGTERM and SIGHUP; its locks end with its sessions. A demo killed outright
+// (SIGKILL, a crash) cannot drop its table, so each demo holds a lock on its
+// table's name while it runs, and the next demo drops every pglock_demo_
+// table whose lock is free, saying so.
 //
 // # Connection settings
 //

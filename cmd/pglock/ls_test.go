@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/internal/testkit"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -243,52 +242,4 @@ func TestConnErrors(t *testing.T) {
 			t.Errorf("pglock %s took %v with connect_timeout=1", args[0], r.took)
 		}
 	}
-}
-
-// TestDemo runs "pglock demo" against a test database: updates are lost
-// without a lock and none under txlock or advisory.
-func TestDemo(t *testing.T) {
-	t.Parallel()
-	row := regexp.MustCompile(`(?m)^\s*(no lock|txlock|advisory)\s+(\d+)\s+(\d+)\s+(\d+)\s+\S+\s*$`)
-	d := newTestDB(t)
-	r := pglock(t, d.env, "demo")
-	if r.code != 0 {
-		t.Fatalf("pglock demo: %v", r)
-	}
-	lost := map[string]int{}
-	for _, m := range row.FindAllStringSubmatch(r.stdout, -1) {
-		lost[m[1]], _ = strconv.Atoi(m[4])
-		if exp, _ := strconv.Atoi(m[2]); exp != defaultWorkers*defaultIncrements {
-			t.Errorf("expected total %d, want %d", exp, defaultWorkers*defaultIncrements)
-		}
-	}
-	if len(lost) != 3 || lost["no lock"] <= 0 || lost["txlock"] != 0 || lost["advisory"] != 0 {
-		t.Fatalf("lost updates %v, want >0 without a lock and 0 with:\n%v", lost, r)
-	}
-	if !strings.Contains(r.stdout, "orders/42 = (1,42)") || !strings.Contains(r.stdout, "(1, 42, 2)") {
-		t.Errorf("demo does not show the lock as in pg_locks:\n%s", r.stdout)
-	}
-	t.Logf("lost without a lock: %d of %d\n%s", lost["no lock"], defaultWorkers*defaultIncrements, r.stdout)
-	// Its table is gone.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var n int
-	if err := d.db.QueryRowContext(ctx, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'pglock_demo_%'").Scan(&n); err != nil || n != 0 {
-		t.Errorf("demo tables left: %d (%v)", n, err)
-	}
-	testkit.WaitNoAdvisoryLocks(t, d.db)
-}
-
-// TestDemoThrowaway runs "pglock demo" with no configuration at all, as a new
-// user's first command does: it starts its own server and removes it.
-func TestDemoThrowaway(t *testing.T) {
-	t.Parallel()
-	r := start(t, nil, "demo").wait(t, 4*time.Minute)
-	if r.code != 0 && strings.Contains(r.stderr, "no PostgreSQL to run on") && os.Getenv("CI") != "true" {
-		t.Skipf("no way to start a throwaway server here: %s", r.stderr)
-	}
-	if r.code != 0 || !strings.Contains(r.stdout, "throwaway PostgreSQL") {
-		t.Fatalf("pglock demo: %v", r)
-	}
-	t.Logf("took %v\n%s", r.took.Round(time.Millisecond), r.stdout)
 }

@@ -125,10 +125,12 @@ PostgreSQL does not record when a lock was granted.
 const demoUsage = `Usage: pglock demo [--workers N] [--increments N] [--pause D]
 
 Starts a throwaway PostgreSQL (local binaries, else Docker; or uses --dsn or
-DATABASE_URL when set; PGADVISORY_TEST_MODE=local or docker picks one), lets N workers add to one order's total by
-read-modify-write, first without locks (updates are lost), then under txlock
-and advisory locks (none are lost), prints the results and how the lock
-shows in pg_locks, and removes everything it made.
+DATABASE_URL when set; PGADVISORY_TEST_MODE=local or docker picks one), lets N
+workers add to one order's total by read-modify-write, first without locks
+(updates are lost), then under txlock and advisory locks (none are lost), prints
+the results and how the lock shows in pg_locks, and removes everything it made.
+On your database it uses a table pglock_demo_XXXXXXXX and keys in a namespace of
+its own (pglock-demo), and drops the tables of earlier demos that were killed.
 
   --workers N      concurrent workers (default 8)
   --increments N   increments per worker (default 10)
