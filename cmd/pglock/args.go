@@ -28,14 +28,14 @@ type command struct {
 	help  bool   // --help: print usage, exit 0
 	usage string // the usage text of name
 
-	dsn    string
-	driver string // database/sql driver name: pgx or postgres
-	names  []nsDef
+	dsn   string
+	names []nsDef
 
 	// key and run
 	key     keyspace.Key
-	keyFrom string // how the key was named, for messages: NAME, --key, --ns
-	label   string // NAME (or the key text) for messages
+	keyFrom keySource // how the key was named
+	keyArg  string    // the NAME hashed or the ID taken as it is
+	label   string    // the key as named on the command line, for messages
 
 	json bool // key, ls
 	all  bool // ls: every database
@@ -44,6 +44,7 @@ type command struct {
 	try       bool
 	wait      time.Duration // > 0: wait at most this long
 	shared    bool
+	quiet     bool // no "holding lock" line
 	keepalive time.Duration
 	grace     time.Duration
 	argv      []string
@@ -104,11 +105,11 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 	fs.Usage = func() {}
 
 	var nsFlag, keyFlag, namesFlag string
-	var hash bool
+	var asName bool
 	var wait durationFlag
 	switch c.name {
 	case "key":
-		keyFlags(fs, &keyFlag, &nsFlag, &hash)
+		keyFlags(fs, &keyFlag, &nsFlag, &asName)
 		fs.BoolVar(&c.json, "json", false, "")
 		fs.StringVar(&namesFlag, "names", "", "")
 	case "ls":
@@ -118,11 +119,12 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 		fs.StringVar(&namesFlag, "names", "", "")
 	case "run":
 		connFlags(fs, c)
-		keyFlags(fs, &keyFlag, &nsFlag, &hash)
+		keyFlags(fs, &keyFlag, &nsFlag, &asName)
 		fs.StringVar(&namesFlag, "names", "", "")
 		fs.BoolVar(&c.try, "try", false, "")
 		fs.Var(&wait, "wait", "")
 		fs.BoolVar(&c.shared, "shared", false, "")
+		fs.BoolVar(&c.quiet, "quiet", false, "")
 		fs.DurationVar(&c.keepalive, "keepalive", defaultKeepAlive, "")
 		fs.DurationVar(&c.grace, "grace", defaultGrace, "")
 	case "demo":
@@ -143,9 +145,6 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 	consumed := len(args) - 1 - len(rest)
 	dashed := consumed > 0 && args[consumed] == "--"
 
-	if c.driver != "pgx" && c.driver != "postgres" && c.name != "key" {
-		return nil, &usageError{usage: usage, msg: fmt.Sprintf("--driver %q: want pgx or postgres", c.driver)}
-	}
 	defs, err := parseNames(env("PGLOCK_NAMESPACES"))
 	if err != nil {
 		return nil, &usageError{usage: usage, msg: "PGLOCK_NAMESPACES: " + err.Error()}
@@ -161,7 +160,7 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 		if len(rest) > 1 {
 			return nil, &usageError{usage: usage, msg: fmt.Sprintf("unexpected arguments after the key: %q", rest[1:])}
 		}
-		if err := c.pickKey(keyFlag, nsFlag, hash, rest); err != nil {
+		if err := c.pickKey(keyFlag, nsFlag, asName, rest); err != nil {
 			return nil, &usageError{usage: usage, msg: err.Error()}
 		}
 	case "ls", "demo":
@@ -181,7 +180,7 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 	case "run":
 		var keyArgs []string
 		switch {
-		case dashed:
+		case dashed && keyFlag != "":
 			// Flags ended with "--": the key came from --key, CMD follows.
 			c.argv = rest
 		case keyFlag != "":
@@ -196,11 +195,11 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 				c.argv = c.argv[1:]
 			}
 		}
-		if err := c.pickKey(keyFlag, nsFlag, hash, keyArgs); err != nil {
+		if err := c.pickKey(keyFlag, nsFlag, asName, keyArgs); err != nil {
 			return nil, &usageError{usage: usage, msg: err.Error()}
 		}
 		if len(c.argv) == 0 {
-			return nil, &usageError{usage: usage, msg: "no command to run (pglock run NAME -- CMD ARGS...)"}
+			return nil, &usageError{usage: usage, msg: "no command to run (pglock run NAME|ID -- CMD ARGS...)"}
 		}
 		switch {
 		case c.try && wait.set:
@@ -224,70 +223,6 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 
 func connFlags(fs *flag.FlagSet, c *command) {
 	fs.StringVar(&c.dsn, "dsn", "", "")
-	fs.StringVar(&c.driver, "driver", "pgx", "")
-}
-
-func keyFlags(fs *flag.FlagSet, keyFlag, nsFlag *string, hash *bool) {
-	fs.StringVar(keyFlag, "key", "", "")
-	fs.StringVar(nsFlag, "ns", "", "")
-	fs.BoolVar(hash, "hash", false, "")
-}
-
-// pickKey resolves the key from --key, --ns [--hash] and the positional
-// argument (NAME or ID).
-func (c *command) pickKey(keyFlag, nsFlag string, hash bool, pos []string) error {
-	switch {
-	case keyFlag != "":
-		if nsFlag != "" || hash || len(pos) > 0 {
-			return errors.New("--key names the key by itself: no NAME, --ns or --hash with it")
-		}
-		k, err := keyspace.Parse(keyFlag)
-		if err != nil {
-			return fmt.Errorf("--key: %w", err)
-		}
-		c.key, c.keyFrom, c.label = k, "--key", k.String()
-	case nsFlag != "":
-		id, err := c.nsID(nsFlag)
-		if err != nil {
-			return err
-		}
-		if len(pos) != 1 {
-			return errors.New("--ns needs one ID (or NAME with --hash)")
-		}
-		if hash {
-			c.key = keyspace.Pair(id, keyspace.Hash32(pos[0]))
-			c.keyFrom = "--ns --hash"
-		} else {
-			n, err := strconv.ParseInt(pos[0], 10, 32)
-			if err != nil {
-				return fmt.Errorf("ID %q is not a 32-bit integer (use --hash to hash a name)", pos[0])
-			}
-			c.key, c.keyFrom = keyspace.Pair(id, int32(n)), "--ns"
-		}
-		c.label = pos[0]
-	default:
-		if hash {
-			return errors.New("--hash needs --ns (a NAME alone is hashed anyway)")
-		}
-		if len(pos) != 1 {
-			return errors.New("name the lock: NAME, --key K, or --ns N ID")
-		}
-		c.key, c.keyFrom, c.label = keyspace.Hash(pos[0]), "NAME", pos[0]
-	}
-	return nil
-}
-
-// nsID reads --ns: an int32, or a name from --names / PGLOCK_NAMESPACES.
-func (c *command) nsID(s string) (int32, error) {
-	if n, err := strconv.ParseInt(s, 10, 32); err == nil {
-		return int32(n), nil
-	}
-	for _, d := range c.names {
-		if d.name == s {
-			return d.id, nil
-		}
-	}
-	return 0, fmt.Errorf("--ns %q is neither a 32-bit integer nor a namespace named in --names or PGLOCK_NAMESPACES", s)
 }
 
 // parseNames reads "orders=1,jobs=2".

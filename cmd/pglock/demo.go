@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/lockview"
-	"github.com/pgadvisory/pgadvisory/internal/pgconf"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 	"github.com/pgadvisory/pgadvisory/txlock"
@@ -40,24 +37,35 @@ func runDemo(ctx context.Context, c *command, env func(string) string, out, prog
 	defer cleanup()
 	fmt.Fprintf(out, "server: %s\n", where)
 
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	table := "pglock_demo_" + hex.EncodeToString(b[:])
-	if _, err := db.ExecContext(ctx, "CREATE TABLE "+table+" (id int PRIMARY KEY, total int NOT NULL)"); err != nil {
-		return fmt.Errorf("demo: creating table %s: %w", table, err)
+	registerDemoNamespace()
+	run := newDemoRun()
+	acquire := newAcquirer(db, defaultKeepAlive)
+	// The owner key says, for as long as this demo runs, that its table is
+	// in use; a demo killed before it could drop its table loses the key
+	// with its session, and the next demo drops the table.
+	owner, err := acquire(ctx, run.owner, false, true)
+	if err != nil {
+		return fmt.Errorf("demo: taking the key of table %s: %w", run.table, err)
+	}
+	defer func() { _ = releaseSoon(ctx, owner) }()
+	swept, err := sweepDemoTables(ctx, db, acquire)
+	if err != nil {
+		return err
+	}
+	for _, t := range swept {
+		fmt.Fprintf(out, "dropped table %s, left by a demo that was killed\n", t)
+	}
+	if _, err := db.ExecContext(ctx, "CREATE UNLOGGED TABLE "+run.table+" (id int PRIMARY KEY, total int NOT NULL)"); err != nil {
+		return fmt.Errorf("demo: creating table %s: %w", run.table, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		_, _ = db.ExecContext(dctx, "DROP TABLE IF EXISTS "+table)
+		_, _ = db.ExecContext(dctx, "DROP TABLE IF EXISTS "+run.table)
 	}()
-
-	// A namespace makes the key readable in pg_locks: orders/42 is (1,42).
-	key := keyspace.Pair(1, demoOrder)
-	if ns, err := keyspace.NewNamespace("orders", 1); err == nil {
-		key = ns.ID(demoOrder)
-	}
-	d := &demo{db: db, table: table, key: key, pause: c.pause, acquire: newAcquirer(db, defaultKeepAlive)}
+	_, _ = db.ExecContext(ctx, "COMMENT ON TABLE "+run.table+" IS 'pglock demo: dropped when the demo ends, or by the next pglock demo if this one was killed'")
+	fmt.Fprintf(out, "table %s and keys in namespace pglock-demo (%d), all gone at the end\n", run.table, demoNamespaceID)
+	d := &demo{db: db, table: run.table, key: run.order, pause: c.pause, acquire: acquire}
 
 	fmt.Fprintf(out, "%d workers each add 1 to order %d's total %d times: read it, pause %v, write it back.\n\n",
 		c.workers, demoOrder, c.increments, c.pause)
@@ -107,16 +115,12 @@ func runDemo(ctx context.Context, c *command, env func(string) string, out, prog
 // throwaway server through itest. cleanup stops what was started.
 func demoServer(ctx context.Context, c *command, env func(string) string, progress io.Writer) (*sql.DB, string, func(), error) {
 	if c.dsn != "" || env("DATABASE_URL") != "" {
-		s, err := pgconf.Resolve(c.dsn, env, "pglock demo")
-		if err != nil {
-			return nil, "", nil, err
-		}
-		db, err := pgconf.Open(ctx, c.driver, s)
+		db, t, err := open(ctx, c, env, "pglock demo")
 		if err != nil {
 			return nil, "", nil, err
 		}
 		db.SetMaxOpenConns(c.workers + 4)
-		return db, fmt.Sprintf("%s from %s (a temporary table there, dropped at the end)", s.Addr(), s.From), func() { db.Close() }, nil
+		return db, fmt.Sprintf("%s from %s", t.Addr(), t.from), func() { db.Close() }, nil
 	}
 	fmt.Fprintln(progress, "pglock demo: starting a throwaway PostgreSQL (set DATABASE_URL to use yours instead)")
 	start := time.Now()
@@ -127,16 +131,8 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("demo: no PostgreSQL to run on (set DATABASE_URL to use yours): %w", err)
 	}
-	db, err := sql.Open(c.driver, srv.DSN(""))
-	if err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = db.PingContext(pctx)
-		cancel()
-	}
+	db, _, err := open(ctx, &command{dsn: srv.DSN("")}, env, "pglock demo")
 	if err != nil {
-		if db != nil {
-			db.Close()
-		}
 		srv.Close()
 		return nil, "", nil, fmt.Errorf("demo: connecting to the %s server at %s: %w", srv.Mode(), srv.Addr(), err)
 	}
@@ -144,7 +140,7 @@ func demoServer(ctx context.Context, c *command, env func(string) string, progre
 	where := fmt.Sprintf("throwaway PostgreSQL (%s, started in %v) at %s, removed at the end",
 		srv.Mode(), time.Since(start).Round(100*time.Millisecond), srv.Addr())
 	if srv.Mode() == itest.ModeEnv {
-		where = fmt.Sprintf("PostgreSQL from %s at %s (a temporary table there, dropped at the end)", itest.EnvDSN, srv.Addr())
+		where = fmt.Sprintf("PostgreSQL from %s at %s", itest.EnvDSN, srv.Addr())
 	}
 	return db, where, func() {
 		db.Close()

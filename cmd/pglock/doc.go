@@ -4,28 +4,41 @@
 // holds and who waits for advisory locks, and demonstrates what the locks are
 // for on a throwaway server.
 //
-//	pglock key  [--json] NAME | --key K | --ns N ID | --ns N --hash NAME
-//	pglock run  [--try | --wait D] [--shared] [--keepalive D] [--grace D] NAME -- CMD [ARGS...]
+//	pglock key  [--json] [--ns N] [--name] NAME|ID | --key K
+//	pglock run  [--try | --wait D] [--shared] [--quiet] [--keepalive D] [--grace D] [--ns N] [--name] NAME|ID -- CMD [ARGS...]
 //	pglock ls   [--json] [--all]
 //	pglock demo [--workers N] [--increments N] [--pause D]
-//	pglock fence init [--table T] [--print] | fence show [--table T] NAME
+//	pglock fence init [--table T] [--print] | fence show [--table T] NAME|ID
 //
-// Every command answers --help. An unknown command or flag prints the usage
-// and exits with status 2.
+// Every command answers --help; "pglock --version" prints the module version
+// pglock was built from ("(devel)" when the build recorded none). An unknown
+// command or flag prints the usage and exits with status 64 (EX_USAGE).
 //
 // # Keys
 //
-// A NAME is hashed to the bigint key form with keyspace.Hash: the first 8
-// bytes of MD5(NAME), big-endian, signed, the same number as the SQL
+// One rule names a key: an ID, an argument written as a decimal integer
+// (42, or -7 after "--"), is the key itself, keyspace.Int64(ID), so that
+// "pglock run 42" contends with a program's keyspace.Int64(42); a NAME,
+// anything else, is hashed with keyspace.Hash: the first 8 bytes of
+// MD5(NAME), big-endian, signed, the same number as the SQL
 // ('x' || substr(md5(NAME), 1, 16))::bit(64)::bigint, so pglock, Go programs
-// using this module, Python and psql contend on the same lock. A NAME is
-// always hashed, even when it looks like a number; to name a key as it is,
-// use --key: "--key 42" is the bigint 42, "--key '(1,2)'" the pair (1,2).
-// "--ns N ID" is the pair (N, ID), and "--ns N --hash NAME" the pair
-// (N, first 4 bytes of MD5(NAME)), as keyspace.Namespace.ID and
-// Namespace.Hash compute them. N is an int4, or a namespace name given with
-// --names orders=1,jobs=2 or in the environment variable PGLOCK_NAMESPACES
-// (same syntax); ls and key use those names to show pair keys as "orders/42".
+// using this module, Python and psql contend on the same lock. --name makes
+// the argument a NAME even if it looks like a number: "--name 42" hashes the
+// text "42" (--hash is an older spelling of --name). A number written with a
+// "+" or leading zeros, or out of range, is refused rather than guessed at.
+//
+// With "--ns N" the key is a pair in namespace N: an ID (an int4) gives
+// (N, ID) as keyspace.Namespace.ID does, a NAME gives (N, first 4 bytes of
+// MD5(NAME)) as Namespace.Hash does. N is an int4, or a namespace name given
+// with --names orders=1,jobs=2 or in the environment variable
+// PGLOCK_NAMESPACES (same syntax); ls and key use those names to show pair
+// keys as "orders/42". "--key K" names a key as written: "--key 42" is the
+// bigint 42, "--key '(1,2)'" the pair (1,2).
+//
+// "pglock key" prints the key and how it shows in pg_locks; "pglock run"
+// prints the same on standard error once it holds the lock (unless --quiet),
+// and names it in every message; "pglock fence show" prints the key before
+// its token.
 //
 // # pglock key
 //
@@ -41,6 +54,10 @@
 // CMD ends. Without --try or --wait it waits as long as it takes; --try does
 // not wait; --wait D waits at most D (--wait 0 is --try). CMD inherits
 // pglock's standard streams and environment, plus PGLOCK_KEY set to the key.
+// The session's application_name (unless the connection settings name one)
+// is "pglock run" followed by the key as named on the command line, such as
+// "pglock run --ns orders 42", so that pg_stat_activity and "pglock ls" show
+// which lock a session is for.
 //
 // CMD runs in a process group of its own. SIGINT, SIGTERM, SIGHUP and SIGQUIT
 // received by pglock are passed on to that group; a signal received while
@@ -63,54 +80,89 @@
 //	127      CMD was not found
 //	128+N    CMD was ended by signal N (as shells report it), or pglock got
 //	         signal N before CMD started
-//	2        bad command line
+//	64       bad command line (EX_USAGE); CMD was not run
 //	69       could not connect, or the server failed while taking the lock
-//	         (EX_UNAVAILABLE); CMD was not run
+//	         (EX_UNAVAILABLE: try again later); CMD was not run
 //	75       the lock was not acquired: held elsewhere with --try, or --wait
 //	         ran out (EX_TEMPFAIL: try again later); CMD was not run
 //	76       the lock was lost while CMD ran; CMD was terminated
+//	78       the connection settings cannot work as they are (EX_CONFIG):
+//	         a malformed connection string or PG* variable, a missing
+//	         service, or a database or role the server does not know, or a
+//	         password it rejects; CMD was not run, and trying again will not
+//	         help until the settings change
 //
-// A CMD that itself exits with 69, 75 or 76 is indistinguishable from
+// A CMD that itself exits with 64, 69, 75, 76 or 78 is indistinguishable from
 // pglock's own statuses; pglock prints a line on standard error in its own
 // cases.
 //
 // # pglock ls
 //
 // Lists the advisory locks of the database connected to (--all: of every
-// database): key (decoded from pg_locks, with its namespace name when known),
-// mode (exclusive or shared), held or waiting, for how long, pid, database,
-// application_name, client address and session state. For a waiter, "for" is
-// the time since pg_locks.waitstart (PostgreSQL 14 and later); for a holder
-// it is an upper bound, the age of its session, because PostgreSQL does not
-// record when a lock was granted. --json prints every row with the raw
-// timestamps from pg_stat_activity (backend_start, xact_start, state_change)
-// and pg_locks (wait_start).
+// database): key (decoded from pg_locks with keyspace.FromLock, with its
+// namespace name when known), mode (exclusive or shared), held or waiting,
+// pid, database, application_name, client address and session state, and
+// three durations, each only where PostgreSQL knows it:
+//
+//	WAITED       how long a waiter has waited (pg_locks.waitstart, PostgreSQL 14+)
+//	IN XACT      how long the session's current transaction has run
+//	             (xact_start); a transaction-level lock is no older
+//	SESSION AGE  how long the session has existed (backend_start); a pooled
+//	             connection is older than the locks it holds
+//
+// PostgreSQL does not record when a lock was granted, so no column claims to
+// say how long a lock has been held.
+//
+// Below the table, ls draws who blocks whom: trees built from
+// pg_blocking_pids, each waiter under the session it waits behind, with the
+// keys each session holds and waits for and how long it has waited. A waiter
+// behind both a holder and another waiter queued ahead of it shows under the
+// nearest one only, so a queue reads as a chain; a waiter behind several
+// shared holders shows under each.
+//
+// --json prints {"locks": [...], "blocking": [...]}: every row with the raw
+// timestamps of pg_stat_activity (backend_start, xact_start, state_change),
+// pg_locks (wait_start) and the server's clock (now), the durations as whole
+// milliseconds (waited_ms, xact_age_ms, session_age_ms; null when unknown or
+// not applicable) and blocked_by (every pid pg_blocking_pids names); and the
+// same tree, each node with pid, application_name, database, holds,
+// waits_for, waited_ms, blocked_by and the nodes it blocks.
 //
 // # pglock demo
 //
-// With --dsn or DATABASE_URL set, it runs on that database, in a temporary
-// table that it drops at the end. Otherwise it starts a throwaway PostgreSQL
-// through package itest (PGADVISORY_TEST_DSN if set; else the local
-// PostgreSQL binaries, run as the postgres user when pglock runs as root;
-// else Docker; PGADVISORY_TEST_MODE=docker or local picks one) and removes it
-// at the end, also when interrupted (SIGINT, SIGTERM, SIGHUP). Several workers add 1 to one order's total
-// by reading it, pausing, and writing it back: without a lock updates are
-// lost; under txlock.Do and under an advisory session lock none are. It prints
-// a table (mode, expected, final, lost, time) and the lock's pg_locks row
-// while held, and exits 1 if no update was lost without a lock or any was
-// lost with one.
+// With --dsn or DATABASE_URL set, it runs on that database; otherwise it
+// starts a throwaway PostgreSQL through package itest (PGADVISORY_TEST_DSN if
+// set; else the local PostgreSQL binaries, run as the postgres user when
+// pglock runs as root; else Docker; PGADVISORY_TEST_MODE=docker or local
+// picks one) and removes it at the end, also when interrupted (SIGINT,
+// SIGTERM, SIGHUP). Several workers add 1 to one order's total by reading it,
+// pausing, and writing it back: without a lock updates are lost; under
+// txlock.Do and under an advisory session lock none are. It prints a table
+// (mode, expected, final, lost, time) and the lock's pg_locks row while held,
+// and exits 1 if no update was lost without a lock or any was lost with one.
+//
+// On a database of yours it cannot meet your application: its table is
+// pglock_demo_ and 8 random hex digits (unlogged), and every key it takes is
+// in its own namespace, pglock-demo (id -1984345403, the first 4 bytes of an
+// MD5), with a random id. It drops the table when it ends, also on SIGINT,
+// SIGTERM and SIGHUP; its locks end with its sessions. A demo killed outright
+// (SIGKILL, a crash) cannot drop its table, so each demo holds a lock on its
+// table's name while it runs, and the next demo drops every pglock_demo_
+// table whose lock is free, saying so.
 //
 // # Connection settings
 //
-// As with libpq: the --dsn flag, else DATABASE_URL, is a connection string
-// (postgres:// URL or keyword=value); whatever it leaves out comes from
-// PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE,
-// PGCONNECT_TIMEOUT and PGAPPNAME, then from libpq's defaults (the Unix socket
-// in /var/run/postgresql or /tmp if there, else localhost; port 5432; the
-// operating system user; a database named as the user; sslmode prefer). A
-// connection attempt gives up after connect_timeout (default 10s) and says
-// which address, user and database it tried. --driver selects the
-// database/sql driver: pgx (default) or postgres (lib/pq).
+// As with libpq, because pgx's pgconn.ParseConfig resolves them as libpq
+// does: the --dsn flag, else DATABASE_URL, is a connection string (postgres://
+// URL or keyword=value); whatever it leaves out comes from the PG* variables
+// (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGAPPNAME,
+// PGCONNECT_TIMEOUT, ...), a service (PGSERVICE or service=, from
+// PGSERVICEFILE or ~/.pg_service.conf), the passfile (PGPASSFILE or
+// ~/.pgpass), then libpq's defaults (the Unix socket if there, else
+// localhost; port 5432; the operating system user). A connection attempt
+// gives up after connect_timeout (default 10s) and says which address, user
+// and database it tried, and where the settings came from. pglock connects
+// through pgx's database/sql driver.
 //
 // # pglock fence
 //
@@ -125,5 +177,6 @@
 // recorded, and the next one is higher than both.
 //
 // Exit statuses of key, ls, demo and fence: 0 success, 1 failure (a message
-// on standard error), 2 bad command line.
+// on standard error), 64 bad command line (EX_USAGE), 78 connection
+// settings that cannot work (EX_CONFIG, as for run).
 package main

@@ -53,12 +53,12 @@ func runFence(ctx context.Context, args []string, env func(string) string, io st
 	fs.Usage = func() {}
 	connFlags(fs, c)
 	var table, keyFlag, nsFlag string
-	var printSQL, hash bool
+	var printSQL, asName bool
 	fs.StringVar(&table, "table", advisory.DefaultFenceTable, "")
 	if sub == "init" {
 		fs.BoolVar(&printSQL, "print", false, "")
 	} else {
-		keyFlags(fs, &keyFlag, &nsFlag, &hash)
+		keyFlags(fs, &keyFlag, &nsFlag, &asName)
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -79,7 +79,7 @@ func runFence(ctx context.Context, args []string, env func(string) string, io st
 			fmt.Fprintln(io.out, ddl+";")
 			return exitOK
 		}
-	} else if err := c.pickKey(keyFlag, nsFlag, hash, fs.Args()); err != nil {
+	} else if err := c.pickKey(keyFlag, nsFlag, asName, fs.Args()); err != nil {
 		return bad(err.Error())
 	}
 	db, _, err := open(ctx, c, env, "pglock fence")

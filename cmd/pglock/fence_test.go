@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
-	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -33,46 +32,44 @@ func TestFence(t *testing.T) {
 	if r := start(t, nil, "fence", "--help").wait(t, 30*time.Second); r.code != 0 || !strings.Contains(r.stdout, "fence init") {
 		t.Errorf("fence --help: %v", r)
 	}
-	itest.EachDriver(t, func(t *testing.T, driver string) {
-		d := newTestDB(t, driver)
-		name := lockName(t)
-		r := start(t, d.env, "fence", "show", "--driver", driver, name).wait(t, 30*time.Second)
-		if r.code != exitError || !strings.Contains(r.stderr, "pglock fence init") {
-			t.Fatalf("fence show without the table: %v", r)
+	d := newTestDB(t)
+	name := lockName(t)
+	r = start(t, d.env, "fence", "show", name).wait(t, 30*time.Second)
+	if r.code != exitError || !strings.Contains(r.stderr, "pglock fence init") {
+		t.Fatalf("fence show without the table: %v", r)
+	}
+	for range 2 {
+		if r := start(t, d.env, "fence", "init").wait(t, 30*time.Second); r.code != 0 {
+			t.Fatalf("fence init: %v", r)
 		}
-		for range 2 {
-			if r := start(t, d.env, "fence", "init", "--driver", driver).wait(t, 30*time.Second); r.code != 0 {
-				t.Fatalf("fence init: %v", r)
-			}
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		l := advisory.New(d.db, advisory.WithFencing(""))
-		for range 3 {
-			lease, err := l.Lock(ctx, keyspace.Hash(name))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := lease.Release(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
-		r = start(t, d.env, "fence", "show", "--driver", driver, name).wait(t, 30*time.Second)
-		// A fresh table in the server's first lifetime: epoch 1, the third
-		// token of the key.
-		if want := keyspace.Hash(name).String() + "\t" + strconv.FormatInt(1<<40+3, 10) + "\n"; r.code != 0 || r.stdout != want {
-			t.Fatalf("fence show: want %q, got %v", want, r)
-		}
-		r = start(t, d.env, "fence", "show", "--driver", driver, "--key", "(1,2)").wait(t, 30*time.Second)
-		if r.code != 0 || !strings.HasSuffix(r.stdout, "\t0\n") {
-			t.Fatalf("fence show of a key without tokens: %v", r)
-		}
-		if _, err := d.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence WHERE kind = 0"); err != nil {
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := advisory.New(d.db, advisory.WithFencing(""))
+	for range 3 {
+		lease, err := l.Lock(ctx, keyspace.Hash(name))
+		if err != nil {
 			t.Fatal(err)
 		}
-		r = start(t, d.env, "fence", "show", "--driver", driver, name).wait(t, 30*time.Second)
-		if r.code != exitError || !strings.Contains(r.stderr, "no epoch row") || !strings.Contains(r.stderr, "pglock fence init") {
-			t.Fatalf("fence show without the epoch row: %v", r)
+		if err := lease.Release(ctx); err != nil {
+			t.Fatal(err)
 		}
-	})
+	}
+	r = start(t, d.env, "fence", "show", name).wait(t, 30*time.Second)
+	// A fresh table in the server's first lifetime: epoch 1, the third
+	// token of the key.
+	if want := keyspace.Hash(name).String() + "\t" + strconv.FormatInt(1<<40+3, 10) + "\n"; r.code != 0 || r.stdout != want {
+		t.Fatalf("fence show: want %q, got %v", want, r)
+	}
+	r = start(t, d.env, "fence", "show", "--key", "(1,2)").wait(t, 30*time.Second)
+	if r.code != 0 || !strings.HasSuffix(r.stdout, "\t0\n") {
+		t.Fatalf("fence show of a key without tokens: %v", r)
+	}
+	if _, err := d.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence WHERE kind = 0"); err != nil {
+		t.Fatal(err)
+	}
+	r = start(t, d.env, "fence", "show", name).wait(t, 30*time.Second)
+	if r.code != exitError || !strings.Contains(r.stderr, "no epoch row") || !strings.Contains(r.stderr, "pglock fence init") {
+		t.Fatalf("fence show without the epoch row: %v", r)
+	}
 }

@@ -49,18 +49,20 @@ func describeKey(c *command) keyInfo {
 		}
 	}
 	switch c.keyFrom {
-	case "NAME":
-		ki.From = fmt.Sprintf("hash of %q (first 8 bytes of MD5, big-endian, signed)", c.label)
-		ki.HashSQL = "SELECT ('x' || substr(md5(" + sqlString(c.label) + "), 1, 16))::bit(64)::bigint;"
-	case "--ns --hash":
+	case fromNumber:
+		ki.From = fmt.Sprintf("the number %s (a decimal integer is the key itself; --name %s hashes the text)", c.keyArg, c.keyArg)
+	case fromName:
+		ki.From = fmt.Sprintf("hash of %q (first 8 bytes of MD5, big-endian, signed)", c.keyArg)
+		ki.HashSQL = "SELECT ('x' || substr(md5(" + sqlString(c.keyArg) + "), 1, 16))::bit(64)::bigint;"
+	case fromNSName:
 		a, _, _ := k.Pair()
-		ki.From = fmt.Sprintf("namespace %d, hash of %q (first 4 bytes of MD5, big-endian, signed)", a, c.label)
-		ki.HashSQL = "SELECT ('x' || substr(md5(" + sqlString(c.label) + "), 1, 8))::bit(32)::int;"
-	case "--ns":
+		ki.From = fmt.Sprintf("namespace %d, hash of %q (first 4 bytes of MD5, big-endian, signed)", a, c.keyArg)
+		ki.HashSQL = "SELECT ('x' || substr(md5(" + sqlString(c.keyArg) + "), 1, 8))::bit(32)::int;"
+	case fromNSNumber:
 		a, _, _ := k.Pair()
-		ki.From = fmt.Sprintf("namespace %d, id %s", a, c.label)
+		ki.From = fmt.Sprintf("namespace %d, id %s", a, c.keyArg)
 	default:
-		ki.From = "given as " + c.keyFrom
+		ki.From = "given as --key"
 	}
 	ki.Lock = "SELECT pg_advisory_lock(" + args + ");"
 	ki.TryLock = "SELECT pg_try_advisory_lock(" + args + ");"

@@ -62,7 +62,7 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 		<-watchDone
 	}
 
-	db, settings, err := open(waitCtx, c, env, "pglock run "+c.label)
+	db, where, err := open(waitCtx, c, env, "pglock run "+c.label)
 	if err != nil {
 		endWatch()
 		cancelWait()
@@ -70,6 +70,9 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 			return signalStatus(gotSig)
 		}
 		errf("%v", trimPrefix(err))
+		if isConfig(err) {
+			return exitConfig
+		}
 		return exitUnavailable
 	}
 	defer db.Close()
@@ -95,14 +98,17 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 	case gotSig != nil:
 		return signalStatus(gotSig)
 	case errors.Is(err, errNotAcquired):
-		errf("lock %s (key %s) is held elsewhere; not running %s", c.label, c.key, c.argv[0])
+		errf("lock %s (key %s; pg_locks %s) is held elsewhere; not running %s", c.label, c.key, pgLocks(c.key), c.argv[0])
 		return exitNotAcquired
 	case c.wait > 0 && errors.Is(err, context.DeadlineExceeded):
-		errf("lock %s (key %s) not acquired within %v; not running %s", c.label, c.key, c.wait, c.argv[0])
+		errf("lock %s (key %s; pg_locks %s) not acquired within %v; not running %s", c.label, c.key, pgLocks(c.key), c.wait, c.argv[0])
 		return exitNotAcquired
 	default:
-		errf("taking lock %s (key %s) on %s: %v", c.label, c.key, settings.Addr(), trimPrefix(err))
+		errf("taking lock %s (key %s) on %s: %v", c.label, c.key, where.Addr(), trimPrefix(err))
 		return exitUnavailable
+	}
+	if !c.quiet {
+		errf("holding lock %s: key %s (pg_locks %s)", c.label, c.key, pgLocks(c.key))
 	}
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

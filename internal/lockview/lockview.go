@@ -3,10 +3,13 @@
 // decoded back into a keyspace.Key (and its namespace, when one with that id
 // is registered in this process).
 //
-// PostgreSQL does not record when a lock was granted. For a waiter,
-// pg_locks.waitstart (PostgreSQL 14 and later) says since when it waits; for a
-// holder, the session's start (backend_start) bounds how long it can have held
-// the lock, and xact_start says since when its current transaction runs.
+// PostgreSQL does not record when a lock was granted, so a Lock says only
+// what is known: for a waiter, how long it has waited (pg_locks.waitstart,
+// PostgreSQL 14 and later); for any session, the age of its current
+// transaction (xact_start: a transaction-level lock is no older) and of the
+// session itself (backend_start: for a pooled connection, much older than
+// any lock it holds). Blocking arranges the waiters under the sessions they
+// wait behind, from pg_blocking_pids.
 package lockview
 
 import (
@@ -15,6 +18,8 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
@@ -43,26 +48,40 @@ type Lock struct {
 	XactStart    *time.Time // when its current transaction began, if in one
 	StateChange  *time.Time
 	WaitStart    *time.Time // when a waiter began waiting (PostgreSQL 14+)
+
+	// BlockedBy are the pids pg_blocking_pids names for a waiter: those
+	// holding the key in a conflicting mode, and those queued ahead of it
+	// for a conflicting mode. Empty for a holder.
+	BlockedBy []int
 }
 
 // Shared reports whether the lock is in shared mode.
 func (l Lock) Shared() bool { return l.Mode == "ShareLock" }
 
-// Waiting is how long a waiter has waited (0 for a holder or when unknown).
-func (l Lock) Waiting() time.Duration {
-	if l.Granted || l.WaitStart == nil {
-		return 0
+// Waited is how long a waiter has waited; ok is false for a holder, or
+// before PostgreSQL 14, which does not record it.
+func (l Lock) Waited() (d time.Duration, ok bool) {
+	if l.Granted {
+		return 0, false
 	}
-	return l.Now.Sub(*l.WaitStart)
+	return l.since(l.WaitStart)
 }
 
-// HeldAtMost is the age of a holder's session: the lock cannot be older (0
-// for a waiter or when unknown).
-func (l Lock) HeldAtMost() time.Duration {
-	if !l.Granted || l.BackendStart == nil {
-		return 0
+// XactAge is how long the session's current transaction has run; ok is
+// false outside a transaction. A transaction-level lock is no older; a
+// session-level lock can be older or younger.
+func (l Lock) XactAge() (d time.Duration, ok bool) { return l.since(l.XactStart) }
+
+// SessionAge is how long the session has existed; ok is false when
+// pg_stat_activity does not show it. It bounds the age of any lock the
+// session holds, loosely: a pooled connection outlives many locks.
+func (l Lock) SessionAge() (d time.Duration, ok bool) { return l.since(l.BackendStart) }
+
+func (l Lock) since(t *time.Time) (time.Duration, bool) {
+	if t == nil {
+		return 0, false
 	}
-	return l.Now.Sub(*l.BackendStart)
+	return max(l.Now.Sub(*t), 0), true
 }
 
 // KeyName is the key as people read it: "ns/b" for a pair key in a registered
@@ -80,7 +99,8 @@ func (l Lock) KeyName() string {
 const query = `SELECT l.pid, l.classid::int8, l.objid::int8, l.objsubid::int4, l.mode, l.granted,
 	coalesce(d.datname, ''), coalesce(a.usename::text, ''), coalesce(a.application_name, ''),
 	coalesce(host(a.client_addr), ''), coalesce(a.state, ''),
-	now(), a.backend_start, a.xact_start, a.state_change, %s
+	now(), a.backend_start, a.xact_start, a.state_change, %s,
+	CASE WHEN l.granted THEN '' ELSE array_to_string(pg_blocking_pids(l.pid), ',') END
 FROM pg_locks l
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
 LEFT JOIN pg_database d ON d.oid = l.database
@@ -111,10 +131,14 @@ func Read(ctx context.Context, q Querier, all bool) ([]Lock, error) {
 			c, o           int64
 			sub            int32
 			bs, xs, sc, ws sql.NullTime
+			blockers       string
 		)
 		if err := rows.Scan(&l.PID, &c, &o, &sub, &l.Mode, &l.Granted, &l.Database, &l.User,
-			&l.ApplicationName, &l.ClientAddr, &l.State, &l.Now, &bs, &xs, &sc, &ws); err != nil {
+			&l.ApplicationName, &l.ClientAddr, &l.State, &l.Now, &bs, &xs, &sc, &ws, &blockers); err != nil {
 			return nil, fmt.Errorf("lockview: reading pg_locks: %w", err)
+		}
+		if l.BlockedBy, err = pids(blockers); err != nil {
+			return nil, fmt.Errorf("lockview: reading pg_blocking_pids: %w", err)
 		}
 		l.ClassID, l.ObjID, l.ObjSubID = uint32(c), uint32(o), int16(sub)
 		k, err := keyspace.FromLock(l.ClassID, l.ObjID, l.ObjSubID)
@@ -134,6 +158,22 @@ func Read(ctx context.Context, q Querier, all bool) ([]Lock, error) {
 		return nil, fmt.Errorf("lockview: reading pg_locks: %w", err)
 	}
 	slices.SortStableFunc(out, compare)
+	return out, nil
+}
+
+// pids reads a comma-separated list of pids.
+func pids(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("pid %q: %w", f, err)
+		}
+		out = append(out, n)
+	}
 	return out, nil
 }
 
@@ -160,7 +200,9 @@ func compare(x, y Lock) int {
 		}
 		return 1
 	}
-	if c := cmp.Compare(y.Waiting(), x.Waiting()); c != 0 {
+	xw, _ := x.Waited()
+	yw, _ := y.Waited()
+	if c := cmp.Compare(yw, xw); c != 0 {
 		return c
 	}
 	return cmp.Compare(x.PID, y.PID)
