@@ -17,9 +17,9 @@ var (
 	// granted (or the Locker's own lock_timeout did): 503.
 	ErrWaitTimeout = errors.New("middleware: timed out waiting for the lock")
 
-	// ErrTooManyWaiters means MaxWaiters requests of this middleware were
-	// already acquiring: 503.
-	ErrTooManyWaiters = errors.New("middleware: too many requests waiting for locks")
+	// ErrTooManyWaiters means the key was busy and MaxWaiters requests of
+	// this middleware were already waiting for it: 503.
+	ErrTooManyWaiters = errors.New("middleware: too many requests waiting for the lock")
 
 	// ErrUnavailable means the lock could not be taken for another reason
 	// (the database is down, the request was cancelled, the transaction could

@@ -48,6 +48,11 @@
 // ExpectTryLock(key, false) followed by ExpectLock(key) for a contended Lock,
 // and ExpectTryLock(key, true) alone for an uncontended one.
 //
+// The middleware package tries first too: Lock and TxLock send a try
+// (ExpectTryLock, ExpectXactTryLock) for every request, and with
+// middleware.WaitUpTo only a refused try is followed by the wait (ExpectLock,
+// or ExpectXactLock with WithLockTimeout of the same duration).
+//
 // The mock's driver is not lib/pq, so advisory and txlock send keys as $n
 // parameters, which is the form these expectations match.
 package mocktest

@@ -77,7 +77,8 @@ func Example_txMiddleware() {
 		middleware.WaitUpTo(2*time.Second))(pay))
 
 	m.ExpectBegin()
-	m.ExpectXactLock(invoices.ID(7), mocktest.WithLockTimeout(2*time.Second))
+	m.ExpectXactTryLock(invoices.ID(7), true) // TxLock tries first; only a busy key is waited for
+	// (then ExpectXactTryLock(key, false) and ExpectXactLock(key, mocktest.WithLockTimeout(2*time.Second)))
 	m.ExpectExec("UPDATE invoices SET paid = true WHERE id = $1").WithArgs("7").WillReturnResult(sqlmock.NewResult(0, 1))
 	m.ExpectCommit()
 
