@@ -5,11 +5,12 @@
 //
 // Every HTTP middleware here is a constructor returning
 // func(http.Handler) http.Handler, so it composes with net/http's ServeMux,
-// chi and the rest. A KeyFunc derives the lock key from the request; PathValue
-// builds one from a ServeMux path value through a keyspace.Namespace:
+// chi and the rest. A KeyFunc derives the lock key from the request: PathID
+// (int32 ids, through a keyspace.Namespace) and PathInt64 (bigint ids)
+// answer 400 for a path value that is not such an id, PathValue hashes names:
 //
 //	orders := keyspace.MustNamespace("orders", 1)
-//	lock := middleware.Lock(locker, middleware.PathValue(orders, "id"),
+//	lock := middleware.Lock(locker, middleware.PathID(orders, "id"),
 //		middleware.WaitUpTo(2*time.Second))
 //	mux.Handle("PUT /orders/{id}", lock(updateOrder))
 //
@@ -19,7 +20,8 @@
 // reaches the handler. The defaults (WithResponder replaces them) are a short
 // plain-text body and:
 //
-//   - 400 Bad Request when the KeyFunc fails (ErrBadKey);
+//   - 400 Bad Request when the KeyFunc fails (ErrBadKey), before any round
+//     trip;
 //   - 409 Conflict with Retry-After when the key is held elsewhere in fail-fast
 //     mode (ErrBusy; FailFast is the default);
 //   - 503 Service Unavailable with Retry-After when the wait of WaitUpTo ran out

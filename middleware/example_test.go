@@ -181,7 +181,7 @@ func ExampleTxLock() {
 }
 
 // PathValue maps numeric ids to Namespace.ID and other names to
-// Namespace.Hash; an empty value is a 400.
+// Namespace.Hash; only an empty value is a 400.
 func ExamplePathValue() {
 	ns := keyspace.MustNamespace("orders", 1)
 	keyFn := middleware.PathValue(ns, "id")
@@ -195,7 +195,26 @@ func ExamplePathValue() {
 	// "42" -> (1,42) <nil>
 	// "0042" -> (1,42) <nil>
 	// "order-17" -> (1,9638989) <nil>
-	// "" -> 0 middleware: empty or missing path value
+	// "" -> 0 middleware: bad lock key: path value "id" is empty or missing
+}
+
+// PathID takes int32 ids into a namespace and refuses anything else before
+// any lock is tried: the middleware answers 400.
+func ExamplePathID() {
+	ns := keyspace.MustNamespace("orders", 1)
+	keyFn := middleware.PathID(ns, "id")
+	for _, id := range []string{"42", "+42", "abc", "99999999999", " "} {
+		r := httptest.NewRequest(http.MethodGet, "/orders/", nil)
+		r.SetPathValue("id", id)
+		key, err := keyFn(r)
+		fmt.Printf("%q -> %v %v\n", id, key, err)
+	}
+	// Output:
+	// "42" -> (1,42) <nil>
+	// "+42" -> (1,42) <nil>
+	// "abc" -> 0 middleware: bad lock key: path value "id" is "abc", not an int32 id
+	// "99999999999" -> 0 middleware: bad lock key: path value "id" is "99999999999", not an int32 id
+	// " " -> 0 middleware: bad lock key: path value "id" is " ", not an int32 id
 }
 
 // Singleton runs a periodic job on one instance only: every instance calls

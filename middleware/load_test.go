@@ -59,7 +59,7 @@ func TestReadmeDefaultsUnderLoad(t *testing.T) {
 				e.db.SetMaxIdleConns(pool)
 
 				var waited atomic.Int64 // requests that found their id busy and waited
-				lock := middleware.Lock(advisory.New(e.db), middleware.PathValue(orders, "id"), middleware.WaitUpTo(2*time.Second),
+				lock := middleware.Lock(advisory.New(e.db), middleware.PathID(orders, "id"), middleware.WaitUpTo(2*time.Second),
 					middleware.WithHooks(middleware.Hooks{Waiting: func(*http.Request, keyspace.Key) { waited.Add(1) }}))
 				mux := http.NewServeMux()
 				mux.Handle("PUT /orders/{id}", lock(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -77,7 +77,7 @@ func (h *lockHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.cfg
 	key, err := h.keyFn(r)
 	if err != nil {
-		c.reject(w, r, keyspace.Key{}, fmt.Errorf("%w: %w", ErrBadKey, err))
+		c.reject(w, r, keyspace.Key{}, badKey(err))
 		return
 	}
 	shared := c.sharedSafe && (r.Method == http.MethodGet || r.Method == http.MethodHead)

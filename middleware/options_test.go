@@ -38,6 +38,8 @@ func TestBuildPanics(t *testing.T) {
 		"RetryAfter(-1)":       func() { middleware.RetryAfter(-1) },
 		"nil Responder":        func() { middleware.WithResponder(nil) },
 		"PathValue no name":    func() { middleware.PathValue(orders, "") },
+		"PathID no name":       func() { middleware.PathID(orders, "") },
+		"PathInt64 no name":    func() { middleware.PathInt64("") },
 		"Singleton nil locker": func() { middleware.Singleton(nil, keyspace.Int64(1), func(context.Context) error { return nil }) },
 		"Singleton nil job":    func() { middleware.Singleton(locker, keyspace.Int64(1), nil) },
 		"NewKeyed nil locker":  func() { middleware.NewKeyed(nil) },

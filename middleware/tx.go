@@ -91,7 +91,7 @@ func (h *txHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.cfg
 	key, err := h.keyFn(r)
 	if err != nil {
-		c.reject(w, r, keyspace.Key{}, fmt.Errorf("%w: %w", ErrBadKey, err))
+		c.reject(w, r, keyspace.Key{}, badKey(err))
 		return
 	}
 	mode := 0
