@@ -3,6 +3,8 @@ package middleware
 import (
 	"errors"
 	"strconv"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
 // Reasons a request was answered by the middleware instead of reaching the
@@ -35,9 +37,10 @@ var (
 	ErrCommitFailed = errors.New("middleware: commit failed")
 )
 
-// ErrSkipped is returned (wrapped with the key) by a Singleton job that did
-// not run because another session holds its lock.
-var ErrSkipped = errors.New("middleware: skipped, the lock is held elsewhere")
+// ErrSkipped is matched (errors.Is) by the error of a Singleton or
+// SingletonNamed job that did not run because another session holds its
+// lock. That error names the job and also matches advisory.ErrNotAcquired.
+var ErrSkipped = errors.New("middleware: job skipped: another session holds its lock")
 
 // badKey returns err, the error of a KeyFunc, as an error matching
 // ErrBadKey: as it is if it already matches (the key functions of this
@@ -59,6 +62,16 @@ func badPathValue(name, value, want string) error {
 		msg += " is " + strconv.Quote(clip(value)) + ", not " + want
 	}
 	return &wrapped{msg: msg, errs: []error{ErrBadKey}}
+}
+
+// skipped is the error of a Singleton job that did not run; name is what
+// the user named the job (keyspace.Hash(name) is its key), or "".
+func skipped(name string, key keyspace.Key, cause error) error {
+	job := "job on lock " + key.String()
+	if name != "" {
+		job = "job " + strconv.Quote(clip(name))
+	}
+	return &wrapped{msg: "middleware: " + job + " skipped: another session holds its lock", errs: []error{ErrSkipped, cause}}
 }
 
 // wrapped is an error with a message of its own that matches the errors it

@@ -247,6 +247,30 @@ func ExampleSingleton() {
 	// skipped: another instance runs it
 }
 
+// SingletonNamed locks a job by its name (keyspace.Hash of it, as pglock run
+// does), and its error says the name.
+func ExampleSingletonNamed() {
+	db, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+
+	report := middleware.SingletonNamed(advisory.New(db), "daily-report", func(ctx context.Context) error {
+		fmt.Println("report written")
+		return nil
+	})
+	other, err := advisory.New(db).Lock(ctx, keyspace.Hash("daily-report")) // another instance runs it
+	if err != nil {
+		panic(err)
+	}
+	defer other.Release(ctx)
+	err = report(ctx)
+	fmt.Println(errors.Is(err, middleware.ErrSkipped))
+	fmt.Println(err)
+	// Output:
+	// true
+	// middleware: job "daily-report" skipped: another session holds its lock
+}
+
 // Keyed processes queue messages one per key at a time, across every
 // consumer process, and different keys in parallel.
 func ExampleKeyed_Handle() {
