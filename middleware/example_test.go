@@ -42,7 +42,7 @@ func exampleDB() (*sql.DB, func()) {
 	tb := &exampleTB{}
 	db := itest.Open(tb, "pgx")
 	for _, q := range []string{
-		`CREATE TABLE orders (id int PRIMARY KEY, value int NOT NULL DEFAULT 0)`,
+		`CREATE TABLE orders (id int PRIMARY KEY, value int NOT NULL DEFAULT 0, paid bool NOT NULL DEFAULT false)`,
 		`INSERT INTO orders (id) VALUES (7), (42)`,
 	} {
 		if _, err := db.Exec(q); err != nil {
