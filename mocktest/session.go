@@ -125,7 +125,10 @@ func (m *Mock) ExpectKeepAliveLost() *sqlmock.ExpectedQuery {
 
 // ExpectKeepAlivePooler expects a keepalive ping answered by another backend
 // than the one that took the lock, as through a pooler in transaction mode:
-// the lease is lost with advisory.ErrPooler.
+// the lease is lost with advisory.ErrPooler. advisory then tries, in the
+// background, to release the lock before it discards the connection (a
+// pooler keeps the server session): follow with ExpectUnlock(key, false)
+// and let the test wait until ExpectationsWereMet is nil.
 func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
 	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID() + 50000))
 }
