@@ -18,10 +18,11 @@ import (
 // The lock is exclusive (shared for GET and HEAD with SharedForSafeMethods).
 // By default the middleware does not wait: a key held elsewhere is answered
 // 409 with Retry-After (FailFast); with WaitUpTo it waits up to a bound and
-// then answers 503. Only requests that found their key busy wait: at most
-// MaxWaiters of them at the same time, and one more is answered 503 at once
-// (a free key is taken whatever the number of waiters). See the package
-// documentation for every answer and for sizing the connection pool.
+// then answers 503. The key is tried first; only a request that found it
+// busy waits, one round trip later, and at most MaxWaiters of them wait for
+// one key at the same time: one more is answered 503 at once (a free key is
+// taken whatever the number of waiters). See the package documentation for
+// every answer and for sizing the connection pool.
 //
 // While the handler runs, the request context carries the lease (see Lease)
 // and is cancelled if the lock is lost (the lease's keepalive failed, its
@@ -33,7 +34,7 @@ import (
 // continues).
 //
 // The middleware and the handlers it wraps are safe for concurrent use; the
-// MaxWaiters count is shared by every handler one call of Lock wraps.
+// MaxWaiters counts are shared by every handler one call of Lock wraps.
 //
 // Lock panics if locker or keyFn is nil or an option is invalid.
 func Lock(locker *advisory.Locker, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {

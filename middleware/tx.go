@@ -38,7 +38,7 @@ import (
 // a client that goes away rolls it back.
 //
 // The middleware and the handlers it wraps are safe for concurrent use; the
-// MaxWaiters count is shared by every handler one call of TxLock wraps.
+// MaxWaiters counts are shared by every handler one call of TxLock wraps.
 //
 // TxLock panics if db or keyFn is nil or an option is invalid.
 func TxLock(db *sql.DB, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
