@@ -133,39 +133,48 @@ func TestContention(t *testing.T) {
 				})
 
 				t.Run("waiter cap", func(t *testing.T) {
-					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(20*time.Second), middleware.MaxWaiters(2)), &reached{})
-					key := id(5)
-					release := e.hold(t, key)
+					// MaxWaiters(2): two requests wait for key 5, a third for
+					// key 5 is turned away at once; a request for another
+					// busy key, 8, still waits (the cap is per key), and one
+					// for a free key, 6, never meets the cap.
+					waiting := make(chan keyspace.Key, 4)
+					url, c := mount(t, kind.build(e, keyFn, middleware.WaitUpTo(20*time.Second), middleware.MaxWaiters(2),
+						middleware.WithHooks(middleware.Hooks{Waiting: func(r *http.Request, key keyspace.Key) { waiting <- key }})), &reached{})
+					release5, release8 := e.hold(t, id(5)), e.hold(t, id(8))
 					var wg sync.WaitGroup
-					statuses := make(chan int, 2)
-					for range 2 {
+					statuses := make(chan int, 3)
+					for _, n := range []int{5, 5, 8} {
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
-							r, _ := send(timeout(t, 30*time.Second), c, http.MethodPut, url+p(5))
+							r, _ := send(timeout(t, 30*time.Second), c, http.MethodPut, url+p(n))
 							statuses <- r.status
 						}()
 					}
-					// Session-lock waiters of one key queue in the Locker's memory,
-					// so the server sees one of them at most: retry the third
-					// request (another key: the cap is per middleware) until both
-					// waiters are inside the middleware and it is turned away.
-					waitFor(t, 10*time.Second, "a waiter at the server", func() bool { return e.waiting(t, key) >= 1 })
-					var (
-						r    response
-						took time.Duration
-					)
-					waitFor(t, 10*time.Second, "the third request to be turned away", func() bool {
-						start := time.Now()
-						r = do(t, c, http.MethodPut, url+p(6))
-						took = time.Since(start)
-						return r.status != http.StatusOK
-					})
-					if r.status != http.StatusServiceUnavailable || r.retryAfter == "" || !strings.Contains(r.body, "too many") {
-						t.Fatalf("third request: got %+v, want 503 with Retry-After, a body that says too many", r)
+					got := map[keyspace.Key]int{}
+					for range 3 {
+						select {
+						case k := <-waiting:
+							got[k]++
+						case <-time.After(10 * time.Second):
+							t.Fatalf("waiting requests: %v, want 2 for key 5 and 1 for key 8", got)
+						}
 					}
-					t.Logf("third request answered 503 after %v", took.Round(time.Microsecond))
-					release()
+					if got[id(5)] != 2 || got[id(8)] != 1 {
+						t.Fatalf("waiting requests: %v, want 2 for key 5 and 1 for key 8", got)
+					}
+					start := time.Now()
+					r := do(t, c, http.MethodPut, url+p(5))
+					took := time.Since(start)
+					if r.status != http.StatusServiceUnavailable || r.retryAfter == "" || !strings.Contains(r.body, "too many") {
+						t.Fatalf("third request for key 5: got %+v, want 503 with Retry-After, a body that says too many", r)
+					}
+					t.Logf("third request for key 5 answered 503 after %v", took.Round(time.Microsecond))
+					if r := do(t, c, http.MethodPut, url+p(6)); r.status != http.StatusOK {
+						t.Fatalf("free key while others wait: got %+v, want 200", r)
+					}
+					release5()
+					release8()
 					wg.Wait()
 					close(statuses)
 					for s := range statuses {

@@ -5,11 +5,12 @@
 //
 // Every HTTP middleware here is a constructor returning
 // func(http.Handler) http.Handler, so it composes with net/http's ServeMux,
-// chi and the rest. A KeyFunc derives the lock key from the request; PathValue
-// builds one from a ServeMux path value through a keyspace.Namespace:
+// chi and the rest. A KeyFunc derives the lock key from the request: PathID
+// (int32 ids, through a keyspace.Namespace) and PathInt64 (bigint ids)
+// answer 400 for a path value that is not such an id, PathValue hashes names:
 //
 //	orders := keyspace.MustNamespace("orders", 1)
-//	lock := middleware.Lock(locker, middleware.PathValue(orders, "id"),
+//	lock := middleware.Lock(locker, middleware.PathID(orders, "id"),
 //		middleware.WaitUpTo(2*time.Second))
 //	mux.Handle("PUT /orders/{id}", lock(updateOrder))
 //
@@ -19,12 +20,14 @@
 // reaches the handler. The defaults (WithResponder replaces them) are a short
 // plain-text body and:
 //
-//   - 400 Bad Request when the KeyFunc fails (ErrBadKey);
+//   - 400 Bad Request when the KeyFunc fails (ErrBadKey), before any round
+//     trip;
 //   - 409 Conflict with Retry-After when the key is held elsewhere in fail-fast
 //     mode (ErrBusy; FailFast is the default);
 //   - 503 Service Unavailable with Retry-After when the wait of WaitUpTo ran out
-//     (ErrWaitTimeout), when more than MaxWaiters requests of this middleware
-//     are already acquiring (ErrTooManyWaiters), or when the lock could not be
+//     (ErrWaitTimeout), when the key is busy and MaxWaiters requests of this
+//     middleware already wait for it (ErrTooManyWaiters; never in fail-fast
+//     mode), or when the lock could not be
 //     taken for any other reason, such as the database being down
 //     (ErrUnavailable; the cause is logged and passed to the hooks, never
 //     written to the client);
@@ -42,13 +45,29 @@
 //
 // # Connections
 //
-// A session lock pins one connection of the Locker's pool while the request
-// waits and while it holds the lock. If the handler needs connections of the
-// same pool, waiters can take them all and the holder then waits forever for
-// one of its own: keep MaxWaiters below the pool's MaxOpenConns minus what the
-// holders' handlers need, or give the Locker its own *sql.DB. TxLock does not
-// have this problem (the handler works on the transaction that holds the
-// lock), but every waiter still holds a connection.
+// A request under Lock pins at most one connection of the Locker's pool at a
+// time: while it tries the key, while it waits for it on the server, and
+// while it holds it. Requests that wait for a key that another request of
+// the same Locker holds queue in memory and pin none, so a process has at
+// most one waiter per busy key on the server. Size the pool (SetMaxOpenConns)
+// for n resources worked on at once:
+//
+//   - 2n when the handlers write through Lease(ctx).Tx: the transaction runs
+//     on the connection that holds the lock, needs no other, and fails with
+//     advisory.ErrLockLost if the lock was lost (a write through the pool
+//     would go through even then);
+//   - (2+c)n when each handler also takes c connections of the same pool at
+//     once (queries on the *sql.DB). A smaller pool can deadlock: the leases
+//     take every connection, and the handlers that hold them wait for one
+//     more. Or give the Locker a *sql.DB of its own.
+//
+// A smaller pool under Lease(ctx).Tx only makes requests wait for a
+// connection before they try their key, a wait that WaitUpTo does not bound.
+//
+// Under TxLock every request pins one connection from BEGIN to COMMIT,
+// holding or waiting (a waiter waits on the server, in its transaction), and
+// the handler works on that transaction: size the pool to the requests the
+// route serves at once, or beginning the transaction waits for a connection.
 //
 // # Workers
 //

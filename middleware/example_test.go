@@ -42,7 +42,7 @@ func exampleDB() (*sql.DB, func()) {
 	tb := &exampleTB{}
 	db := itest.Open(tb, "pgx")
 	for _, q := range []string{
-		`CREATE TABLE orders (id int PRIMARY KEY, value int NOT NULL DEFAULT 0)`,
+		`CREATE TABLE orders (id int PRIMARY KEY, value int NOT NULL DEFAULT 0, paid bool NOT NULL DEFAULT false)`,
 		`INSERT INTO orders (id) VALUES (7), (42)`,
 	} {
 		if _, err := db.Exec(q); err != nil {
@@ -181,7 +181,7 @@ func ExampleTxLock() {
 }
 
 // PathValue maps numeric ids to Namespace.ID and other names to
-// Namespace.Hash; an empty value is a 400.
+// Namespace.Hash; only an empty value is a 400.
 func ExamplePathValue() {
 	ns := keyspace.MustNamespace("orders", 1)
 	keyFn := middleware.PathValue(ns, "id")
@@ -195,7 +195,26 @@ func ExamplePathValue() {
 	// "42" -> (1,42) <nil>
 	// "0042" -> (1,42) <nil>
 	// "order-17" -> (1,9638989) <nil>
-	// "" -> 0 middleware: empty or missing path value
+	// "" -> 0 middleware: bad lock key: path value "id" is empty or missing
+}
+
+// PathID takes int32 ids into a namespace and refuses anything else before
+// any lock is tried: the middleware answers 400.
+func ExamplePathID() {
+	ns := keyspace.MustNamespace("orders", 1)
+	keyFn := middleware.PathID(ns, "id")
+	for _, id := range []string{"42", "+42", "abc", "99999999999", " "} {
+		r := httptest.NewRequest(http.MethodGet, "/orders/", nil)
+		r.SetPathValue("id", id)
+		key, err := keyFn(r)
+		fmt.Printf("%q -> %v %v\n", id, key, err)
+	}
+	// Output:
+	// "42" -> (1,42) <nil>
+	// "+42" -> (1,42) <nil>
+	// "abc" -> 0 middleware: bad lock key: path value "id" is "abc", not an int32 id
+	// "99999999999" -> 0 middleware: bad lock key: path value "id" is "99999999999", not an int32 id
+	// " " -> 0 middleware: bad lock key: path value "id" is " ", not an int32 id
 }
 
 // Singleton runs a periodic job on one instance only: every instance calls
@@ -226,6 +245,30 @@ func ExampleSingleton() {
 	// Output:
 	// report written
 	// skipped: another instance runs it
+}
+
+// SingletonNamed locks a job by its name (keyspace.Hash of it, as pglock run
+// does), and its error says the name.
+func ExampleSingletonNamed() {
+	db, done := exampleDB()
+	defer done()
+	ctx := context.Background()
+
+	report := middleware.SingletonNamed(advisory.New(db), "daily-report", func(ctx context.Context) error {
+		fmt.Println("report written")
+		return nil
+	})
+	other, err := advisory.New(db).Lock(ctx, keyspace.Hash("daily-report")) // another instance runs it
+	if err != nil {
+		panic(err)
+	}
+	defer other.Release(ctx)
+	err = report(ctx)
+	fmt.Println(errors.Is(err, middleware.ErrSkipped))
+	fmt.Println(err)
+	// Output:
+	// true
+	// middleware: job "daily-report" skipped: another session holds its lock
 }
 
 // Keyed processes queue messages one per key at a time, across every

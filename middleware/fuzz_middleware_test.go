@@ -51,6 +51,37 @@ func FuzzPathValue(f *testing.F) {
 	})
 }
 
+// FuzzPathID: the integer key functions never panic, and take a value
+// exactly when strconv.ParseInt does, in range; everything else matches
+// ErrBadKey.
+func FuzzPathID(f *testing.F) {
+	for _, s := range []string{"", "42", "-7", "0042", "+42", "2147483647", "2147483648", "9223372036854775807",
+		"9223372036854775808", " 42", "4 2", "0x2A", "1_000", "abc", "%20", "\x00", "٤٢"} {
+		f.Add(s)
+	}
+	id, big := middleware.PathID(fuzzNS, "id"), middleware.PathInt64("id")
+	f.Fuzz(func(t *testing.T, v string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.SetPathValue("id", v)
+		k, err := id(r)
+		if n, perr := strconv.ParseInt(v, 10, 32); perr == nil {
+			if err != nil || k != fuzzNS.ID(int32(n)) {
+				t.Fatalf("PathID(%q) = %v, %v; want %v", v, k, err, fuzzNS.ID(int32(n)))
+			}
+		} else if !errors.Is(err, middleware.ErrBadKey) {
+			t.Fatalf("PathID(%q) = %v, %v; want ErrBadKey", v, k, err)
+		}
+		k, err = big(r)
+		if n, perr := strconv.ParseInt(v, 10, 64); perr == nil {
+			if err != nil || k != keyspace.Int64(n) {
+				t.Fatalf("PathInt64(%q) = %v, %v; want %v", v, k, err, keyspace.Int64(n))
+			}
+		} else if !errors.Is(err, middleware.ErrBadKey) {
+			t.Fatalf("PathInt64(%q) = %v, %v; want ErrBadKey", v, k, err)
+		}
+	})
+}
+
 // FuzzLockBadRequests sends arbitrary path segments through a ServeMux into
 // the Lock middleware over a Locker without a database: nothing panics, the
 // handler behind it never runs, and each answer is one of the documented

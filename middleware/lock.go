@@ -18,9 +18,11 @@ import (
 // The lock is exclusive (shared for GET and HEAD with SharedForSafeMethods).
 // By default the middleware does not wait: a key held elsewhere is answered
 // 409 with Retry-After (FailFast); with WaitUpTo it waits up to a bound and
-// then answers 503. At most MaxWaiters requests of this middleware acquire at
-// the same time; more are answered 503 at once. See the package
-// documentation for every answer and for sizing the connection pool.
+// then answers 503. The key is tried first; only a request that found it
+// busy waits, one round trip later, and at most MaxWaiters of them wait for
+// one key at the same time: one more is answered 503 at once (a free key is
+// taken whatever the number of waiters). See the package documentation for
+// every answer and for sizing the connection pool.
 //
 // While the handler runs, the request context carries the lease (see Lease)
 // and is cancelled if the lock is lost (the lease's keepalive failed, its
@@ -32,7 +34,7 @@ import (
 // continues).
 //
 // The middleware and the handlers it wraps are safe for concurrent use; the
-// MaxWaiters count is shared by every handler one call of Lock wraps.
+// MaxWaiters counts are shared by every handler one call of Lock wraps.
 //
 // Lock panics if locker or keyFn is nil or an option is invalid.
 func Lock(locker *advisory.Locker, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
@@ -46,7 +48,7 @@ func Lock(locker *advisory.Locker, keyFn KeyFunc, opts ...Option) func(http.Hand
 	if c.txOpts != nil {
 		panic("middleware: WithTxOptions applies to TxLock, not Lock")
 	}
-	w := &waiters{max: int64(c.maxWaiters)}
+	w := newWaiters(c.maxWaiters)
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("middleware: Lock around a nil http.Handler")
@@ -76,20 +78,15 @@ func (h *lockHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.cfg
 	key, err := h.keyFn(r)
 	if err != nil {
-		c.reject(w, r, keyspace.Key{}, fmt.Errorf("%w: %w", ErrBadKey, err))
+		c.reject(w, r, keyspace.Key{}, badKey(err))
 		return
 	}
 	shared := c.sharedSafe && (r.Method == http.MethodGet || r.Method == http.MethodHead)
-	if !h.waiters.enter() {
-		c.reject(w, r, key, ErrTooManyWaiters)
-		return
-	}
 	var start time.Time
 	if c.hooks.Acquired != nil {
 		start = time.Now()
 	}
-	lease, err := h.acquire(r.Context(), key, shared)
-	h.waiters.leave()
+	lease, err := h.acquire(r, key, shared)
 	if err != nil {
 		c.reject(w, r, key, err)
 		return
@@ -106,7 +103,8 @@ func (h *lockHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // acquire takes key as the wait policy says and maps a failure to the reason
 // the client is told.
-func (h *lockHandler) acquire(ctx context.Context, key keyspace.Key, shared bool) (*advisory.Lease, error) {
+func (h *lockHandler) acquire(r *http.Request, key keyspace.Key, shared bool) (*advisory.Lease, error) {
+	ctx := r.Context()
 	// A try first, also when the policy is to wait: a free key, the common
 	// case, then costs no deadline context (the drivers watch a
 	// statement's context, which costs 600 to 900 bytes per request with a
@@ -124,6 +122,12 @@ func (h *lockHandler) acquire(ctx context.Context, key keyspace.Key, shared bool
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case h.cfg.wait == 0:
 		return nil, fmt.Errorf("%w: %w", ErrBusy, err)
+	case !h.waiters.enter(key):
+		return nil, fmt.Errorf("%w: %w", ErrTooManyWaiters, err)
+	}
+	defer h.waiters.leave(key)
+	if f := h.cfg.hooks.Waiting; f != nil {
+		f(r, key)
 	}
 	wctx, cancel := context.WithTimeout(ctx, h.cfg.wait)
 	defer cancel()

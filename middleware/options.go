@@ -9,7 +9,8 @@ import (
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// DefaultMaxWaiters is the cap of MaxWaiters when it is not given.
+// DefaultMaxWaiters is MaxWaiters when it is not given: at most 16 requests
+// of one middleware wait for the same key at once.
 const DefaultMaxWaiters = 16
 
 // DefaultRetryAfter is the Retry-After of the default answers when RetryAfter
@@ -27,7 +28,7 @@ type Option func(*config)
 type Responder func(w http.ResponseWriter, r *http.Request, err error, retryAfter time.Duration)
 
 // Hooks are optional callbacks for metrics and logs. They run synchronously
-// on the request's goroutine (Lost on a watcher goroutine) and must not block.
+// on the request's goroutine (Lost on another goroutine) and must not block.
 type Hooks struct {
 	// Rejected runs for every request answered by the middleware, with the
 	// error given to the Responder. key is the zero Key for ErrBadKey.
@@ -39,6 +40,10 @@ type Hooks struct {
 	// Lost runs when Lock's lease is lost while the handler runs, just
 	// before the request context is cancelled; err wraps advisory.ErrLockLost.
 	Lost func(r *http.Request, key keyspace.Key, err error)
+	// Waiting runs when a request found its key busy and starts to wait for
+	// it (WaitUpTo), admitted under MaxWaiters; a request turned away with
+	// ErrTooManyWaiters gets Rejected instead.
+	Waiting func(r *http.Request, key keyspace.Key)
 }
 
 type config struct {
@@ -83,11 +88,20 @@ func WaitUpTo(d time.Duration) Option {
 }
 
 // MaxWaiters caps how many requests of one middleware (one call of Lock or
-// TxLock) may be acquiring their lock at the same time, across all keys;
-// beyond it a request is answered 503 (ErrTooManyWaiters) at once. Each
-// acquiring request holds, or waits for, one connection of the pool, so
-// keep n below the pool size (see the package documentation). n must be
-// at least 1; the default is DefaultMaxWaiters.
+// TxLock) may wait at the same time for one key that they found busy; a
+// request that finds its key busy beyond the cap is answered 503
+// (ErrTooManyWaiters) at once. Only waits count: a request that takes a
+// free key, and every request of a fail-fast middleware (which answers 409
+// instead of waiting), never meets the cap. The cap is per key, so a hot key
+// cannot turn away the requests for other keys: what a waiter waits behind
+// is the holder and the waiters of its own key, and when n waiters each hold
+// the key for t, a newcomer with n*t beyond WaitUpTo would time out anyway.
+// n must be at least 1; the default is DefaultMaxWaiters.
+//
+// Waiting for a key held by another request of the same Locker pins no
+// connection (advisory queues them in memory); a TxLock waiter pins the
+// connection of its transaction. See the package documentation for sizing
+// the pool.
 func MaxWaiters(n int) Option {
 	if n < 1 {
 		panic("middleware: MaxWaiters needs at least 1")

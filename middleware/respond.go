@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -26,7 +25,7 @@ func DefaultResponder(w http.ResponseWriter, r *http.Request, err error, retryAf
 	case errors.Is(err, ErrWaitTimeout):
 		msg = "timed out waiting for the resource lock; retry later"
 	case errors.Is(err, ErrTooManyWaiters):
-		msg = "too many requests waiting for locks; retry later"
+		msg = "too many requests waiting for the resource; retry later"
 	case errors.Is(err, ErrCommitFailed):
 		status, msg = http.StatusInternalServerError, "could not commit"
 	}
@@ -41,23 +40,6 @@ func retryAfterValue(d time.Duration) string {
 	s := int64((d + time.Second - 1) / time.Second)
 	return strconv.FormatInt(max(s, 1), 10)
 }
-
-// waiters counts the requests of one middleware that are acquiring.
-type waiters struct {
-	n   atomic.Int64
-	max int64
-}
-
-// enter admits one more waiter, or reports false at the cap.
-func (w *waiters) enter() bool {
-	if w.n.Add(1) > w.max {
-		w.n.Add(-1)
-		return false
-	}
-	return true
-}
-
-func (w *waiters) leave() { w.n.Add(-1) }
 
 // reject answers a request that does not reach the handler.
 func (c *config) reject(w http.ResponseWriter, r *http.Request, key keyspace.Key, err error) {

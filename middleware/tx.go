@@ -30,13 +30,15 @@ import (
 // transaction is rolled back and the panic continues.
 //
 // The wait policy, the waiter cap, the shared mode for safe methods and the
-// answers are those of Lock. WaitUpTo bounds the wait with the server's
-// lock_timeout on the lock statement only; beginning the transaction waits
-// for a connection as long as the request context allows. The transaction
-// is bound to the request context: a client that goes away rolls it back.
+// answers are those of Lock: the key is tried first (one statement, as in
+// fail-fast mode), and only with WaitUpTo is a busy key then waited for, in
+// the same transaction, with the server's lock_timeout on that statement
+// only. Beginning the transaction waits for a connection as long as the
+// request context allows. The transaction is bound to the request context:
+// a client that goes away rolls it back.
 //
 // The middleware and the handlers it wraps are safe for concurrent use; the
-// MaxWaiters count is shared by every handler one call of TxLock wraps.
+// MaxWaiters counts are shared by every handler one call of TxLock wraps.
 //
 // TxLock panics if db or keyFn is nil or an option is invalid.
 func TxLock(db *sql.DB, keyFn KeyFunc, opts ...Option) func(http.Handler) http.Handler {
@@ -47,16 +49,13 @@ func TxLock(db *sql.DB, keyFn KeyFunc, opts ...Option) func(http.Handler) http.H
 		panic("middleware: TxLock with a nil KeyFunc")
 	}
 	c := newConfig(opts)
-	lockOpts := make([]txlock.Option, 0, 3)
-	lockOpts = append(lockOpts, txlock.WithDriver(db.Driver()))
-	if c.wait == 0 {
-		lockOpts = append(lockOpts, txlock.WithTry())
-	} else {
-		lockOpts = append(lockOpts, txlock.WithLockTimeout(c.wait))
+	drv := txlock.WithDriver(db.Driver())
+	h := &txHandler{db: db, keyFn: keyFn, cfg: &c, waiters: newWaiters(c.maxWaiters)}
+	h.try = [2][]txlock.Option{{drv, txlock.WithTry()}, {drv, txlock.WithTry(), txlock.WithShared()}}
+	if c.wait > 0 {
+		lt := txlock.WithLockTimeout(c.wait)
+		h.wait = [2][]txlock.Option{{drv, lt}, {drv, lt, txlock.WithShared()}}
 	}
-	h := &txHandler{db: db, keyFn: keyFn, cfg: &c, waiters: &waiters{max: int64(c.maxWaiters)}}
-	h.exclusive = lockOpts
-	h.shared = append(lockOpts[:len(lockOpts):len(lockOpts)], txlock.WithShared())
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("middleware: TxLock around a nil http.Handler")
@@ -68,13 +67,15 @@ func TxLock(db *sql.DB, keyFn KeyFunc, opts ...Option) func(http.Handler) http.H
 }
 
 type txHandler struct {
-	next      http.Handler
-	db        *sql.DB
-	keyFn     KeyFunc
-	cfg       *config
-	waiters   *waiters
-	exclusive []txlock.Option
-	shared    []txlock.Option
+	next    http.Handler
+	db      *sql.DB
+	keyFn   KeyFunc
+	cfg     *config
+	waiters *waiters
+	// try and wait are the txlock options of the try and of the bounded
+	// wait after a busy try, exclusive [0] and shared [1]; wait is nil when
+	// the middleware fails fast.
+	try, wait [2][]txlock.Option
 }
 
 type txKey struct{}
@@ -90,23 +91,18 @@ func (h *txHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := h.cfg
 	key, err := h.keyFn(r)
 	if err != nil {
-		c.reject(w, r, keyspace.Key{}, fmt.Errorf("%w: %w", ErrBadKey, err))
+		c.reject(w, r, keyspace.Key{}, badKey(err))
 		return
 	}
-	opts := h.exclusive
+	mode := 0
 	if c.sharedSafe && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
-		opts = h.shared
-	}
-	if !h.waiters.enter() {
-		c.reject(w, r, key, ErrTooManyWaiters)
-		return
+		mode = 1
 	}
 	var start time.Time
 	if c.hooks.Acquired != nil {
 		start = time.Now()
 	}
-	tx, err := h.begin(r.Context(), key, opts)
-	h.waiters.leave()
+	tx, err := h.begin(r, key, mode)
 	if err != nil {
 		c.reject(w, r, key, err)
 		return
@@ -129,14 +125,29 @@ func (h *txHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// begin opens the transaction and takes the lock, mapping a failure to the
-// reason the client is told; on failure nothing is left open.
-func (h *txHandler) begin(ctx context.Context, key keyspace.Key, opts []txlock.Option) (*sql.Tx, error) {
+// begin opens the transaction and takes the lock (mode 0 exclusive, 1
+// shared), mapping a failure to the reason the client is told; on failure
+// nothing is left open. As in Lock, the key is tried first, and only a busy
+// key is waited for (counted against MaxWaiters), in the same transaction:
+// a refused try leaves it usable.
+func (h *txHandler) begin(r *http.Request, key keyspace.Key, mode int) (*sql.Tx, error) {
+	ctx := r.Context()
 	tx, err := h.db.BeginTx(ctx, h.cfg.txOpts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: begin: %w", ErrUnavailable, err)
 	}
-	err = txlock.Lock(ctx, tx, key, opts...)
+	err = txlock.Lock(ctx, tx, key, h.try[mode]...)
+	if errors.Is(err, txlock.ErrNotAcquired) && h.wait[mode] != nil {
+		if !h.waiters.enter(key) {
+			_ = tx.Rollback()
+			return nil, fmt.Errorf("%w: %w", ErrTooManyWaiters, err)
+		}
+		if f := h.cfg.hooks.Waiting; f != nil {
+			f(r, key)
+		}
+		err = txlock.Lock(ctx, tx, key, h.wait[mode]...)
+		h.waiters.leave(key)
+	}
 	if err == nil {
 		return tx, nil
 	}

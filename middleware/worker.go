@@ -13,11 +13,11 @@ import (
 // Singleton wraps a periodic job so that, of all the processes (and
 // goroutines) that run it at the same time, only the one that wins key runs
 // it. Each call of the returned function tries the lock once (TryLock); if
-// another session holds it, the call returns an error wrapping ErrSkipped at
-// once and job does not run. Otherwise job runs with a context that carries
-// the lease (Lease) and is cancelled, with a cause wrapping
-// advisory.ErrLockLost, if the lock is lost; the lock is released when job
-// returns or panics.
+// another session holds it, the call returns an error matching ErrSkipped
+// (and advisory.ErrNotAcquired) at once and job does not run. Otherwise job
+// runs with a context that carries the lease (Lease) and is cancelled, with
+// a cause wrapping advisory.ErrLockLost, if the lock is lost; the lock is
+// released when job returns or panics.
 //
 // The returned function returns ErrSkipped, the acquire's error, an error
 // wrapping advisory.ErrLockLost if the lock was lost while job ran (joined
@@ -28,8 +28,24 @@ import (
 // period done (e.g. in a table, on the lease's connection).
 //
 // The returned function is safe for concurrent use. Singleton panics if
-// locker or job is nil.
+// locker or job is nil. For a job locked by name, SingletonNamed says the
+// name in its errors where Singleton can only say the key.
 func Singleton(locker *advisory.Locker, key keyspace.Key, job func(ctx context.Context) error) func(ctx context.Context) error {
+	return singleton(locker, "", key, job)
+}
+
+// SingletonNamed is Singleton on keyspace.Hash(name), the key that pglock
+// run and every client of the same rule take for name; its ErrSkipped error
+// names the job: `middleware: job "daily-report" skipped: another session
+// holds its lock`. It panics if locker or job is nil or name is empty.
+func SingletonNamed(locker *advisory.Locker, name string, job func(ctx context.Context) error) func(ctx context.Context) error {
+	if name == "" {
+		panic("middleware: SingletonNamed with an empty name")
+	}
+	return singleton(locker, name, keyspace.Hash(name), job)
+}
+
+func singleton(locker *advisory.Locker, name string, key keyspace.Key, job func(ctx context.Context) error) func(ctx context.Context) error {
 	if locker == nil {
 		panic("middleware: Singleton with a nil *advisory.Locker")
 	}
@@ -40,7 +56,7 @@ func Singleton(locker *advisory.Locker, key keyspace.Key, job func(ctx context.C
 		lease, err := locker.TryLock(ctx, key)
 		if err != nil {
 			if errors.Is(err, advisory.ErrNotAcquired) {
-				return fmt.Errorf("middleware: job %v: %w", key, ErrSkipped)
+				return skipped(name, key, err)
 			}
 			return err
 		}

@@ -201,3 +201,38 @@ func hotKey(t *testing.T, e *env) {
 		t.Fatalf("%d connections in use while a message of the hot key ran, want 1", maxInUse.Load())
 	}
 }
+
+// TestSkippedError checks the error of a job that another session holds:
+// it matches ErrSkipped and advisory.ErrNotAcquired, names the package once,
+// and names the job as the user did: by name for SingletonNamed, by key for
+// Singleton.
+func TestSkippedError(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		locker := advisory.New(e.db)
+		job := func(context.Context) error { return errors.New("ran while another session held the lock") }
+		key := keyspace.Hash("middleware-test:nightly")
+		cases := []struct {
+			name string
+			run  func(context.Context) error
+			want string
+		}{
+			{"SingletonNamed", middleware.SingletonNamed(locker, "middleware-test:nightly", job),
+				`middleware: job "middleware-test:nightly" skipped: another session holds its lock`},
+			{"Singleton", middleware.Singleton(locker, key, job),
+				"middleware: job on lock " + key.String() + " skipped: another session holds its lock"},
+		}
+		e.hold(t, key)
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				err := tc.run(timeout(t, 10*time.Second))
+				if !errors.Is(err, middleware.ErrSkipped) || !errors.Is(err, advisory.ErrNotAcquired) {
+					t.Fatalf("got %v; want ErrSkipped and advisory.ErrNotAcquired", err)
+				}
+				if err.Error() != tc.want {
+					t.Fatalf("message %q\nwant      %q", err, tc.want)
+				}
+			})
+		}
+	})
+}

@@ -25,13 +25,24 @@
 // Mock embeds sqlmock.Sqlmock, so the code's own statements are expected the
 // usual way; the matcher is sqlmock.QueryMatcherEqual (exact text, no
 // regular expressions to escape). Expectations are met in order, and New
-// registers a cleanup that fails the test if any is left unmet.
+// registers a cleanup that fails the test if any is left unmet, or if the
+// code under test sent anything that no expectation matched: such a call
+// fails in the code under test, which may swallow the failure (a release
+// that is only logged, a middleware that answers 503), so the test fails
+// too, listing each call with what was sent, the expectation that would
+// expect it, and what was expected instead. A forgotten ExpectUnlock, or a
+// release the test did not expect, fails the test. Lenient makes the mock as
+// forgiving as plain go-sqlmock; with Open, ExpectationsWereMet reports the
+// same.
 //
 // The failure modes produce what a real server produces, so the code under
 // test sees the same sentinels: ExpectLockTimeout fails the statement with
 // SQLSTATE 55P03 (errors.Is(err, advisory.ErrLockTimeout)), ExpectKeepAliveLost
-// and ExpectLockConnLost drop the connection, ExpectUnlock(key, false) reports
-// a lock the session no longer held (advisory.ErrLockLost on Release).
+// and ExpectLockConnLost drop the connection (every later call on it fails
+// with driver.ErrBadConn and sends nothing, as on a real one: expect no
+// ROLLBACK of a transaction whose connection was lost), ExpectUnlock(key,
+// false) reports a lock the session no longer held (advisory.ErrLockLost on
+// Release).
 //
 // Session locks are held by a server backend, identified by its pid: every
 // acquire expectation answers with a pid of its own (so two leases never
@@ -47,6 +58,11 @@
 // A Locker with advisory.Hooks.Contended set tries before it waits: expect
 // ExpectTryLock(key, false) followed by ExpectLock(key) for a contended Lock,
 // and ExpectTryLock(key, true) alone for an uncontended one.
+//
+// The middleware package tries first too: Lock and TxLock send a try
+// (ExpectTryLock, ExpectXactTryLock) for every request, and with
+// middleware.WaitUpTo only a refused try is followed by the wait (ExpectLock,
+// or ExpectXactLock with WithLockTimeout of the same duration).
 //
 // The mock's driver is not lib/pq, so advisory and txlock send keys as $n
 // parameters, which is the form these expectations match.

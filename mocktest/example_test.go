@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	"github.com/DATA-DOG/go-sqlmock"
@@ -77,7 +78,8 @@ func Example_txMiddleware() {
 		middleware.WaitUpTo(2*time.Second))(pay))
 
 	m.ExpectBegin()
-	m.ExpectXactLock(invoices.ID(7), mocktest.WithLockTimeout(2*time.Second))
+	m.ExpectXactTryLock(invoices.ID(7), true) // TxLock tries first; only a busy key is waited for
+	// (then ExpectXactTryLock(key, false) and ExpectXactLock(key, mocktest.WithLockTimeout(2*time.Second)))
 	m.ExpectExec("UPDATE invoices SET paid = true WHERE id = $1").WithArgs("7").WillReturnResult(sqlmock.NewResult(0, 1))
 	m.ExpectCommit()
 
@@ -138,4 +140,32 @@ func ExampleMock_ExpectXactLockAll() {
 	}
 	fmt.Println(tx.Commit(), m.ExpectationsWereMet())
 	// Output: <nil> <nil>
+}
+
+// A test that forgets ExpectUnlock fails, even though the code under test
+// swallows the failed release: the failure says what was sent and what was
+// expected. (With New, the test's cleanup reports it; with Open, as here,
+// ExpectationsWereMet does.)
+func ExampleMock_ExpectationsWereMet() {
+	_, m, err := mocktest.Open()
+	if err != nil {
+		panic(err)
+	}
+	defer m.Close()
+	key := keyspace.Hash("daily-report-job")
+
+	m.ExpectLock(key) // and no ExpectUnlock
+
+	lease, err := m.Locker().Lock(context.Background(), key)
+	if err != nil {
+		panic(err)
+	}
+	_ = lease.Release(context.Background()) // logged and forgotten, say
+
+	lines := strings.Split(m.ExpectationsWereMet().Error(), "\n")
+	fmt.Println(strings.Join(lines[:3], "\n"))
+	// Output:
+	// mocktest: 1 call(s) of the code under test matched no expectation and failed (mocktest.Lenient allows that):
+	//   1. sent     Exec "SELECT WHERE pg_advisory_unlock($1::int8)" with args [2900925584919938136]: advisory's release of 2900925584919938136, which ExpectUnlock expects
+	//      expected nothing more: every expectation had been met
 }

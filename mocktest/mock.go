@@ -3,8 +3,10 @@ package mocktest
 import (
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -25,17 +27,20 @@ import (
 type Mock struct {
 	sqlmock.Sqlmock
 
-	db      *sql.DB
+	db      *sql.DB     // over sqlmock's connections, wrapped (strict.go)
+	smdb    *sql.DB     // sqlmock's own
 	keep    driver.Conn // holds the mock open (see Open)
 	timeout time.Duration
+	lenient bool
 
 	fencing    bool
 	fenceTable string // quoted as advisory quotes it
 	fenceName  string // as given to WithFencing
 
-	mu     sync.Mutex
-	pid    int                    // the pid of the latest acquire expectation
-	tokens map[keyspace.Key]int64 // the latest fencing token per key
+	mu       sync.Mutex
+	pid      int                    // the pid of the latest acquire expectation
+	tokens   map[keyspace.Key]int64 // the latest fencing token per key
+	refusals []refusal              // the calls no expectation matched
 }
 
 // Option configures New, or one expectation.
@@ -45,6 +50,7 @@ type config struct {
 	timeout   time.Duration
 	fencing   bool
 	fenceName string
+	lenient   bool
 }
 
 // WithLockTimeout says which lock_timeout the code under test asks for (as
@@ -65,6 +71,15 @@ func WithFencing(table string) Option {
 	return func(c *config) { c.fencing, c.fenceName = true, table }
 }
 
+// Lenient makes the mock behave as plain go-sqlmock does with a call that no
+// expectation matches: the call fails, and that is all. By default such a
+// call also fails the test (New) or makes ExpectationsWereMet return an
+// error (Open), even when the code under test swallows the failure, as a
+// release that is only logged or a middleware that answers 503 does: a
+// forgotten ExpectUnlock, or an unexpected release, must not pass. Given to
+// New or Open; an expectation ignores it.
+func Lenient() Option { return func(c *config) { c.lenient = true } }
+
 // testingT is what the mock needs of a test, so that its own failure path can
 // be tested too.
 type testingT interface {
@@ -78,7 +93,9 @@ var dsnSeq atomic.Int64
 
 // New returns a database backed by a fresh mock, and the mock. The query
 // matcher is sqlmock.QueryMatcherEqual. When the test ends, the test fails if
-// an expectation is left unmet, and the mock is closed.
+// an expectation is left unmet or if the code under test made a call that no
+// expectation matched (unless Lenient): the failure lists each such call,
+// what was sent and what was expected instead. Then the mock is closed.
 func New(tb testing.TB, opts ...Option) (*sql.DB, *Mock) {
 	tb.Helper()
 	return newMock(tb, opts...)
@@ -92,7 +109,11 @@ func newMock(t testingT, opts ...Option) (*sql.DB, *Mock) {
 	}
 	t.Cleanup(func() {
 		if err := m.ExpectationsWereMet(); err != nil {
-			t.Errorf("mocktest: %v", err)
+			msg := err.Error()
+			if !strings.HasPrefix(msg, "mocktest: ") {
+				msg = "mocktest: " + msg
+			}
+			t.Errorf("%s", msg)
 		}
 		m.Close()
 	})
@@ -100,7 +121,8 @@ func newMock(t testingT, opts ...Option) (*sql.DB, *Mock) {
 }
 
 // Open is New for code without a testing.TB, such as an Example: the caller
-// checks m.ExpectationsWereMet and calls m.Close.
+// checks m.ExpectationsWereMet, which also reports the calls that no
+// expectation matched, and calls m.Close.
 func Open(opts ...Option) (*sql.DB, *Mock, error) {
 	var c config
 	for _, o := range opts {
@@ -109,7 +131,7 @@ func Open(opts ...Option) (*sql.DB, *Mock, error) {
 		}
 	}
 	dsn := fmt.Sprintf("mocktest_%d", dsnSeq.Add(1))
-	db, sm, err := sqlmock.NewWithDSN(dsn, sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
+	smdb, sm, err := sqlmock.NewWithDSN(dsn, sqlmock.QueryMatcherOption(sqlmock.QueryMatcherEqual))
 	if err != nil {
 		return nil, nil, fmt.Errorf("mocktest: %w", err)
 	}
@@ -117,18 +139,32 @@ func Open(opts ...Option) (*sql.DB, *Mock, error) {
 	// which the pool cannot open another. Code under test discards
 	// connections on purpose (a lost lock), so hold one driver connection
 	// outside the pool for the mock's lifetime.
-	keep, err := db.Driver().Open(dsn)
+	keep, err := smdb.Driver().Open(dsn)
 	if err != nil {
-		db.Close()
+		smdb.Close()
 		return nil, nil, fmt.Errorf("mocktest: %w", err)
 	}
-	m := &Mock{Sqlmock: sm, db: db, keep: keep, timeout: c.timeout, pid: firstPID - 1, tokens: map[keyspace.Key]int64{}}
+	m := &Mock{Sqlmock: sm, smdb: smdb, keep: keep, timeout: c.timeout, lenient: c.lenient,
+		pid: firstPID - 1, tokens: map[keyspace.Key]int64{}}
+	m.db = sql.OpenDB(&connector{drv: smdb.Driver(), dsn: dsn, m: m})
 	if c.fencing {
 		// A name advisory refuses sends nothing, so its quoted form is never used.
 		quoted, _ := sqltext.QuoteFenceTable(c.fenceName)
 		m.fencing, m.fenceName, m.fenceTable = true, c.fenceName, quoted
 	}
-	return db, m, nil
+	return m.db, m, nil
+}
+
+// ExpectationsWereMet returns an error if an expectation is left unmet or,
+// unless the mock is Lenient, if the code under test made a call that no
+// expectation matched (the error then lists those calls first, each with
+// what was sent and what was expected instead). New's cleanup calls it.
+func (m *Mock) ExpectationsWereMet() error {
+	unmet := m.Sqlmock.ExpectationsWereMet()
+	if m.lenient {
+		return unmet
+	}
+	return errors.Join(m.refusalErr(), unmet)
 }
 
 // Close closes the mocked database. New's cleanup calls it.
@@ -136,6 +172,7 @@ func (m *Mock) Close() {
 	// sqlmock reports each Close as unexpected; that is no concern of the
 	// code under test.
 	_ = m.db.Close()
+	_ = m.smdb.Close()
 	_ = m.keep.Close()
 }
 

@@ -125,7 +125,10 @@ func (m *Mock) ExpectKeepAliveLost() *sqlmock.ExpectedQuery {
 
 // ExpectKeepAlivePooler expects a keepalive ping answered by another backend
 // than the one that took the lock, as through a pooler in transaction mode:
-// the lease is lost with advisory.ErrPooler.
+// the lease is lost with advisory.ErrPooler. advisory then tries, in the
+// background, to release the lock before it discards the connection (a
+// pooler keeps the server session): follow with ExpectUnlock(key, false)
+// and let the test wait until ExpectationsWereMet is nil.
 func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
 	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID() + 50000))
 }
@@ -169,18 +172,49 @@ func (m *Mock) expectAcquireAll(mode sqltext.Mode, keys []keyspace.Key, timeout 
 }
 
 // acquireStmt is the statement advisory sends to take keys: one key or
-// several, with or without fencing.
+// several, with or without fencing. Its lock_timeout argument matches any
+// value up to timeout (see upTo).
 func (m *Mock) acquireStmt(mode sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (string, []any) {
+	var q string
+	var args []any
 	switch {
 	case len(keys) == 1 && m.fencing:
-		return sqltext.LockFenced(style, mode, keys[0], timeout, m.fenceTable)
+		q, args = sqltext.LockFenced(style, mode, keys[0], timeout, m.fenceTable)
 	case len(keys) == 1:
-		return sqltext.Lock(style, mode, keys[0], timeout)
+		q, args = sqltext.Lock(style, mode, keys[0], timeout)
 	case m.fencing:
-		return sqltext.LockAllFenced(style, mode, keys, timeout, m.fenceTable)
+		q, args = sqltext.LockAllFenced(style, mode, keys, timeout, m.fenceTable)
+	default:
+		q, args = sqltext.LockAll(style, mode, keys, timeout)
 	}
-	return sqltext.LockAll(style, mode, keys, timeout)
+	if timeout > 0 {
+		args = slices.Clone(args) // the statement's own may be shared
+		ms := strconv.FormatInt(max(timeout.Milliseconds(), 1), 10)
+		for i, a := range args {
+			if a == ms {
+				args[i] = upTo{ms: max(timeout.Milliseconds(), 1)}
+			}
+		}
+	}
+	return q, args
 }
+
+// upTo matches the lock_timeout argument of a session acquire: advisory
+// counts the time a Lock waited in the process's queue against
+// WithLockTimeout, so the statement carries what is left of it, 1 ms at
+// least, which depends on timing.
+type upTo struct{ ms int64 }
+
+func (u upTo) Match(v driver.Value) bool {
+	s, ok := v.(string)
+	if !ok {
+		return false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return err == nil && n >= 1 && n <= u.ms
+}
+
+func (u upTo) String() string { return "lock_timeout of 1 to " + strconv.FormatInt(u.ms, 10) + " ms" }
 
 // sorted orders keys as advisory.LockAll and txlock.LockAll take them.
 func sorted(keys []keyspace.Key) []keyspace.Key {
