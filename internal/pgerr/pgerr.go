@@ -14,6 +14,7 @@ const (
 	OutOfMemory       = "53200" // out of shared memory: the lock table is full
 	QueryCanceled     = "57014" // statement_timeout, or a cancel request
 	AdminShutdown     = "57P01" // pg_terminate_backend, server shutdown
+	CrashShutdown     = "57P02" // another backend crashed: the server restarts
 	DeadlockDetected  = "40P01"
 	UndefinedTable    = "42P01"
 	UndefinedColumn   = "42703"

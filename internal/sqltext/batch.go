@@ -1,0 +1,87 @@
+package sqltext
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// OpKind is what one operation of a Batch does to its key.
+type OpKind uint8
+
+const (
+	// OpTryLock is pg_try_advisory_lock (OpTryLockShared: _shared): true if the
+	// session now holds the key, false if another session holds it.
+	OpTryLock OpKind = iota
+	OpTryLockShared
+	// OpUnlock is pg_advisory_unlock (OpUnlockShared: _shared): true if the
+	// session held the key in that mode and gave one hold of it back.
+	OpUnlock
+	OpUnlockShared
+)
+
+// Op is one operation of a Batch.
+type Op struct {
+	Kind OpKind
+	Key  keyspace.Key
+}
+
+// batchFns lists the functions of the operation codes of Batch: the code is
+// kind*2, plus one for a pair key.
+var batchFns = [...]string{
+	"pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+	"pg_advisory_unlock", "pg_advisory_unlock_shared",
+}
+
+// batchText is the text of Batch in the Params style; the Inline style
+// writes the two arrays over its placeholders.
+var batchText = buildBatchText()
+
+func buildBatchText() string {
+	var b strings.Builder
+	b.WriteString("SELECT pg_backend_pid(), string_agg(CASE WHEN x.r THEN '1' ELSE '0' END, '' ORDER BY x.i) " +
+		"FROM (SELECT o.i, CASE o.c")
+	for k, name := range batchFns {
+		b.WriteString(" WHEN " + strconv.Itoa(2*k) + " THEN " + name + "(o.v)")
+		b.WriteString(" WHEN " + strconv.Itoa(2*k+1) + " THEN " + name + "((o.v >> 32)::int4, ((o.v << 32) >> 32)::int4)")
+	}
+	// The arrays are converted once (OFFSET 0), not per row (see keyArrays).
+	b.WriteString(" END AS r FROM (SELECT $1::int2[] AS c, $2::int8[] AS v OFFSET 0) AS a, " +
+		"unnest(a.c, a.v) WITH ORDINALITY AS o(c, v, i)) AS x")
+	return b.String()
+}
+
+// Batch runs ops on one session in one round trip, in the order given, and
+// returns one row: (backend pid int4, results text), with one character per
+// operation in order, '1' for true and '0' for false (see OpKind). The
+// operations of many leases of one session go together this way; with one
+// operation, the single-key statements (LockExec, Unlock) cost the server
+// less.
+func Batch(s Style, ops []Op) (string, []any) {
+	var codes, vals strings.Builder
+	codes.WriteByte('{')
+	vals.WriteByte('{')
+	for i, op := range ops {
+		if i > 0 {
+			codes.WriteByte(',')
+			vals.WriteByte(',')
+		}
+		code := 2 * int(op.Kind)
+		if x, y, ok := op.Key.Pair(); ok {
+			code++
+			vals.WriteString(strconv.FormatInt(int64(x)<<32|int64(uint32(y)), 10))
+		} else {
+			n, _ := op.Key.Int64()
+			vals.WriteString(strconv.FormatInt(n, 10))
+		}
+		codes.WriteString(strconv.Itoa(code))
+	}
+	codes.WriteByte('}')
+	vals.WriteByte('}')
+	if s == Inline {
+		q := strings.ReplaceAll(batchText, "$1", "'"+codes.String()+"'")
+		return strings.ReplaceAll(q, "$2", "'"+vals.String()+"'"), nil
+	}
+	return batchText, []any{codes.String(), vals.String()}
+}
