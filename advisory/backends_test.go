@@ -20,7 +20,7 @@ func TestPIDCache(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		e := setup(t, driver)
 		e.db.SetMaxOpenConns(1)
-		l := advisory.New(e.db, advisory.WithKeepAlive(time.Hour), advisory.WithLockTimeout(5*time.Second))
+		l := advisory.New(e.db, advisory.WithDedicatedSessions(), advisory.WithKeepAlive(time.Hour), advisory.WithLockTimeout(5*time.Second))
 		ctx := timeout(t, 30*time.Second)
 		check := func(shared bool, key keyspace.Key) int {
 			t.Helper()

@@ -11,7 +11,7 @@ import (
 // returned wrap them together with the key and the cause.
 var (
 	// ErrNotAcquired means a try found the key held by another session.
-	ErrNotAcquired = errors.New("advisory: lock held by another session")
+	ErrNotAcquired = errors.New("advisory: not acquired")
 
 	// ErrLockTimeout means the server's lock_timeout (WithLockTimeout) ended
 	// the wait. It is the same value as txlock.ErrLockTimeout.

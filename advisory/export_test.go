@@ -16,9 +16,24 @@ func LivePIDs(l *Locker) int {
 	defer bs.mu.Unlock()
 	n := 0
 	for _, b := range bs.byPID {
-		if b.leases.Load() > 0 {
+		if b.sessions.Load() > 0 {
 			n++
 		}
+	}
+	return n
+}
+
+// LiveLeases returns how many leases are on l's open sessions.
+func LiveLeases(l *Locker) int {
+	n := 0
+	if l.mux != nil {
+		l.mux.mu.Lock()
+		for _, s := range l.mux.sessions {
+			s.mu.Lock()
+			n += s.n
+			s.mu.Unlock()
+		}
+		l.mux.mu.Unlock()
 	}
 	return n
 }
@@ -36,7 +51,7 @@ func SetReleaseTimeout(l *Locker, d time.Duration) { l.relTimeout = d }
 
 // InterruptsBySocket reports whether ls's release is bounded through its
 // socket (the keepalive sweep), not through a context given to the driver.
-func InterruptsBySocket(ls *Lease) bool { return ls.sess.nc != nil }
+func InterruptsBySocket(ls *Lease) bool { return ls.s.ci.nc != nil }
 
 // SweepPeriod is sweepPeriod, for the bounds of tests.
 func SweepPeriod(keepAlive time.Duration) time.Duration { return sweepPeriod(keepAlive) }

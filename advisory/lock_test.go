@@ -59,7 +59,8 @@ func TestTryLock(t *testing.T) {
 		e := setup(t, driver)
 		var contended, acquired int
 		var mu sync.Mutex
-		l := advisory.New(e.db, advisory.WithHooks(advisory.Hooks{
+		// Dedicated sessions: each lease its own connection and backend.
+		l := advisory.New(e.db, advisory.WithDedicatedSessions(), advisory.WithHooks(advisory.Hooks{
 			Contended: func(keyspace.Key, bool) { mu.Lock(); contended++; mu.Unlock() },
 			Acquired:  func(keyspace.Key, bool, time.Duration) { mu.Lock(); acquired++; mu.Unlock() },
 		}))

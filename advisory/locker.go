@@ -18,22 +18,32 @@ import (
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// Locker takes session-level advisory locks from a *sql.DB. Each Lease it
-// returns pins one connection of the pool until it is released or lost.
-// A Locker is safe for concurrent use.
+// Locker takes session-level advisory locks from a *sql.DB. Its leases live
+// on server sessions of two kinds (see the package documentation):
+// multiplexed sessions, a few connections that carry many leases each, the
+// default; or dedicated ones, a connection of the pool per lease
+// (WithDedicatedSessions). A Locker is safe for concurrent use.
 type Locker struct {
 	db    *sql.DB
 	style sqltext.Style
 	opts  options
 
-	// releaseDeadline is whether Release bounds its unlock with a timeout:
-	// only where the driver can enforce one (sqltext.DeadlineInterrupts).
+	// mux is the multiplexed sessions; nil when every lease gets a
+	// dedicated session.
+	mux *muxSet
+	// idleAfter is how long a multiplexed session without leases keeps its
+	// connection before it goes back to the pool.
+	idleAfter time.Duration
+
+	// releaseDeadline is whether a dedicated session's Release bounds its
+	// unlock with a timeout: only where the driver can enforce one
+	// (sqltext.DeadlineInterrupts).
 	releaseDeadline bool
 	relBound        releaseBound
 	relTimeout      time.Duration // releaseTimeout; shorter in some tests
-	// ka schedules the keepalive pings of every lease.
+	// ka schedules the keepalive pings of every session.
 	ka keepalives
-	// backends knows the backend of each pid with a live lease and, when
+	// backends knows the backend of each pid with a live session and, when
 	// the driver keeps one backend per connection (sqltext.KeepsBackend),
 	// of each connection, so that a lock on a known connection can skip
 	// asking for the pid.
@@ -49,7 +59,8 @@ type Locker struct {
 }
 
 // New returns a Locker over db. A nil db gives a Locker whose methods return
-// ErrNilDB.
+// ErrNilDB. It panics on options that contradict each other
+// (WithSessions with WithDedicatedSessions).
 func New(db *sql.DB, opts ...Option) *Locker {
 	l := &Locker{db: db, relTimeout: releaseTimeout, opts: options{
 		keepAlive: DefaultKeepAlive, handoffs: DefaultHandoffs, handoffWindow: DefaultHandoffWindow,
@@ -59,15 +70,39 @@ func New(db *sql.DB, opts ...Option) *Locker {
 			o(&l.opts)
 		}
 	}
+	if l.opts.dedicated && (l.opts.sessions > 0 || l.opts.waiting > 0) {
+		panic("advisory: WithDedicatedSessions with WithSessions or WithWaiting")
+	}
 	if db != nil {
-		l.style = sqltext.StyleOf(db.Driver())
-		l.releaseDeadline = sqltext.DeadlineInterrupts(db.Driver())
-		l.backends.perConn = sqltext.KeepsBackend(db.Driver())
-		l.backends.sockets = sqltext.ExposesSocket(db.Driver())
+		d := db.Driver()
+		l.style = sqltext.StyleOf(d)
+		l.releaseDeadline = sqltext.DeadlineInterrupts(d)
+		l.backends.perConn = sqltext.KeepsBackend(d)
+		l.backends.sockets = sqltext.ExposesSocket(d)
+		if l.multiplexed() {
+			l.mux = &muxSet{l: l}
+		}
 	}
 	l.pingTimeout = min(max(l.opts.keepAlive, 250*time.Millisecond), 900*time.Millisecond)
+	l.idleAfter = min(max(l.opts.keepAlive, 100*time.Millisecond), time.Second)
 	l.ka.period = sweepPeriod(l.opts.keepAlive)
 	return l
+}
+
+// multiplexed reports whether the Locker's single-key leases go on
+// multiplexed sessions: unless asked for dedicated ones, and as long as the
+// driver keeps one backend per connection (sqltext.KeepsBackend: lib/pq and
+// pgx; a session shared by many leases must be the same server session for
+// each of its statements) and fencing is off (each fenced acquire takes its
+// token in its own statement).
+func (l *Locker) multiplexed() bool {
+	switch {
+	case l.opts.dedicated || l.opts.fencing:
+		return false
+	case l.opts.sessions > 0:
+		return true
+	}
+	return l.backends.perConn
 }
 
 // Lock takes key exclusively, waiting until it is free, the context ends, or
@@ -146,7 +181,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 				h(key, shared)
 			}
 			if try {
-				return nil, errorf("advisory: lock %v: held by another lease of this process: %w", key, ErrNotAcquired)
+				return nil, errorf("advisory: lock %v: held by another lease of this process, %w", key, ErrNotAcquired)
 			}
 		}
 	}
@@ -173,11 +208,10 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 			_ = next.Release(ctx)
 			return nil, l.fail(ctx, keys, err)
 		}
-		next.startKeepalive()
 		if h := l.opts.hooks.Acquired; h != nil {
 			h(key, false, time.Duration(next.grant-start))
 		}
-		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.sess.be.pid),
+		l.log(slog.LevelDebug, "advisory: lock handed over", keys, slog.Int("pid", next.PID()),
 			slog.Duration("waited", time.Duration(next.grant-start)))
 		return next, nil
 	}
@@ -216,9 +250,10 @@ func (l *Locker) queue(ctx context.Context, key keyspace.Key, shared bool) (*key
 	return nil, l.fail(ctx, []keyspace.Key{key}, err)
 }
 
-// acquire takes keys (sorted, distinct, at least one) on a fresh pinned
-// connection. Whatever happens, the connection goes back to the pool only if
-// it certainly holds nothing.
+// acquire takes keys (sorted, distinct, at least one): a single key on a
+// multiplexed session if the Locker has them (a try, in the session's next
+// batch), else, and when that try finds the key held elsewhere and the
+// caller waits, on a dedicated session, which waits on the server.
 func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try bool, timeout time.Duration) (*Lease, error) {
 	if l == nil || l.db == nil {
 		return nil, ErrNilDB
@@ -233,183 +268,43 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if err := ctx.Err(); err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
-	conn, err := l.db.Conn(ctx)
+	var ls *Lease
+	var err error
+	busy := false
+	if l.mux != nil && len(keys) == 1 {
+		ls, err = l.mux.tryLock(ctx, keys[0], shared)
+		if busy = errors.Is(err, errBusy); busy {
+			l.contended(keys[0], shared)
+		}
+	}
+	if ls == nil && (err == nil || busy && !try) {
+		ls, err = l.dedicated(ctx, keys, shared, try, busy, timeout)
+	}
+	if errors.Is(err, errBusy) {
+		return nil, errorf("advisory: lock %v: held by another session, %w", keyArg(keys), ErrNotAcquired)
+	}
 	if err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
-	if err := ctx.Err(); err != nil {
-		// Ended while waiting for the connection: nothing was sent on it.
-		conn.Close()
-		return nil, l.fail(ctx, keys, err)
-	}
-	held := 0
-	var sess *session
-	var tokens []int64
-	var dc any // conn's driver connection, where the driver keeps one backend per connection
-	if try {
-		held, sess, dc, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
-	} else if l.opts.hooks.Contended != nil && (len(keys) == 1 || !l.opts.fencing) {
-		// Try first so that contention can be reported; a try takes keys in
-		// order and stops at the first refusal, so the keys it got are a
-		// prefix and the wait below continues in the same order. (Not for
-		// fenced multi-key locks: their tokens come with the whole set.)
-		held, sess, dc, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
-		if err == nil && held < len(keys) {
-			l.opts.hooks.Contended(keys[0], shared)
-		}
-	}
-	if err == nil && held < len(keys) && !try {
-		var n int
-		n, sess, dc, tokens, err = l.exec(ctx, conn, sqltext.Mode{Shared: shared}, keys[held:], timeout)
-		held += n
-	}
-	if err == nil && held < len(keys) && try && held == 0 {
-		// Refused before taking anything: the connection holds nothing.
-		conn.Close()
-		if h := l.opts.hooks.Contended; h != nil {
-			h(keys[0], shared)
-		}
-		return nil, errorf("advisory: lock %v: %w", keyArg(keys), ErrNotAcquired)
-	}
-	if err == nil && held < len(keys) {
-		err = errorf("advisory: server took %d of %d keys", held, len(keys))
-	}
-	if err == nil && ctx.Err() != nil {
-		// The driver may have given up on the connection as the context
-		// ended (lib/pq closes it): a lease on it would be dead on arrival.
-		err = ctx.Err()
-	}
-	if err != nil {
-		// database/sql may have closed the connection already (a bad
-		// connection), out of discard's reach: forget it here.
-		l.backends.forget(dc)
-		if held == 0 && len(keys) == 1 && !l.opts.fencing && pgerr.SQLState(err) == pgerr.LockNotAvailable {
-			// lock_timeout ended the wait of the only key: nothing is held
-			// and the connection is healthy.
-			conn.Close()
-		} else {
-			l.discard(conn)
-		}
-		return nil, l.fail(ctx, keys, err)
-	}
-	if !sess.be.claim() {
-		// Another live lease already sits on this backend: only a pooler
-		// can do that. Give back what this acquire added, then drop the
-		// connection.
-		l.unlockBestEffort(conn, keys, shared)
-		l.discard(conn)
-		return nil, errorf("advisory: lock %v: backend %d already holds another lease: %w", keyArg(keys), sess.be.pid, ErrPooler)
-	}
-	if l.opts.fencing && len(tokens) != len(keys) {
-		l.discard(conn)
-		sess.be.unclaim()
-		return nil, errorf("advisory: lock %v: no fencing token from the server", keyArg(keys))
-	}
-	ls := newLease(l, conn, keys, shared, sess, tokens)
 	if h := l.opts.hooks.Acquired; h != nil {
 		h(keys[0], shared, time.Duration(ls.grant-start))
 	}
 	if l.opts.logger != nil {
-		l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", sess.be.pid),
+		l.log(slog.LevelDebug, "advisory: lock acquired", keys, slog.Bool("shared", shared), slog.Int("pid", ls.PID()),
 			slog.Duration("waited", time.Duration(ls.grant-start)))
 	}
 	return ls, nil
 }
 
-// exec runs one acquire statement for keys on conn and returns how many of
-// keys (a prefix) the session now holds, what is known of the session, conn's
-// driver connection (nil if the driver does not keep one backend per
-// connection: there is nothing to remember of it), and with fencing the
-// tokens of keys once all are held.
-func (l *Locker) exec(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, *session, any, []int64, error) {
-	var dc any
-	if l.backends.perConn && len(keys) == 1 && !l.opts.fencing {
-		// If the connection's session is known, the lock alone, with Exec;
-		// the rows affected say whether it was taken. The session is looked
-		// up in the same Conn.Raw that sends the statement.
-		var sess *session
-		q, args := sqltext.LockExec(l.style, m, keys[0], timeout)
-		n, ran, err := execCountIf(ctx, conn, q, args, func(d any) bool {
-			dc = d
-			sess, _ = l.backends.ofConn(d)
-			return sess != nil
-		})
-		switch {
-		case !ran:
-		case err != nil:
-			return 0, nil, dc, nil, err
-		case n > 1:
-			return 0, nil, dc, nil, errorf("advisory: lock %v: %d rows affected, want 0 or 1", keys[0], n)
-		default:
-			return int(n), sess, dc, nil, nil
-		}
-	} else if l.backends.perConn {
-		dc = driverConn(conn)
+// contended runs the Contended hook, if set.
+func (l *Locker) contended(key keyspace.Key, shared bool) {
+	if h := l.opts.hooks.Contended; h != nil {
+		h(key, shared)
 	}
-	n, pid, tokens, err := l.query(ctx, conn, m, keys, timeout)
-	if err != nil {
-		return n, nil, dc, tokens, err
-	}
-	// Learnt: later locks on conn can skip asking.
-	return n, l.backends.learn(dc, pid), dc, tokens, nil
 }
 
-// execCount runs q with Exec and returns the rows it affected.
-func execCount(ctx context.Context, conn *sql.Conn, q string, args []any) (int64, error) {
-	n, _, err := execCountIf(ctx, conn, q, args, nil)
-	return n, err
-}
-
-// execCountIf runs q with Exec, if ok (nil: always) says so of conn's driver
-// connection, and returns the rows it affected and whether it ran. It calls
-// the driver's ExecerContext directly, inside the Conn.Raw that hands ok the
-// driver connection, where the driver has one: database/sql's own work per
-// statement (its locks, the conversion of the arguments, the wrapping of the
-// result) is then done once, not twice. The arguments are integers and
-// strings, which every driver takes as they are.
-func execCountIf(ctx context.Context, conn *sql.Conn, q string, args []any, ok func(dc any) bool) (int64, bool, error) {
-	var n int64
-	wanted, direct := true, false
-	err := conn.Raw(func(dc any) error {
-		if ok != nil && !ok(dc) {
-			wanted = false
-			return nil
-		}
-		ec, isExecer := dc.(driver.ExecerContext)
-		if !isExecer {
-			return nil
-		}
-		nvs := make([]driver.NamedValue, len(args))
-		for i, a := range args {
-			nvs[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
-		}
-		res, err := ec.ExecContext(ctx, q, nvs)
-		if errors.Is(err, driver.ErrSkip) {
-			return nil
-		}
-		direct = true
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	switch {
-	case !wanted && err == nil:
-		return 0, false, nil
-	case direct || err != nil:
-		return n, true, err
-	}
-	res, err := conn.ExecContext(ctx, q, args...)
-	if err != nil {
-		return 0, true, err
-	}
-	n, err = res.RowsAffected()
-	return n, true, err
-}
-
-// query runs the acquire statement of exec that answers with the backend
-// pid: the first on a connection, and every fenced or multi-key one.
+// query runs the acquire statement that answers with the backend pid: the
+// first on a connection, and every fenced or multi-key one.
 func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
 	var pid int
 	if len(keys) == 1 {

@@ -29,6 +29,57 @@ type options struct {
 	fencing    bool
 	fenceTable string // quoted identifier
 	fenceErr   error  // a bad table name, reported by every acquire
+
+	dedicated bool // WithDedicatedSessions
+	sessions  int  // WithSessions; 0: the default
+	waiting   int  // WithWaiting; 0: the default
+}
+
+// WithSessions makes the Locker keep its single-key leases on at most n
+// multiplexed sessions: n connections of the pool, each carrying any number
+// of leases, whose tries and releases go to the server in batches (one
+// round trip for the operations of many goroutines). This is the default,
+// with n = DefaultSessions over a pool without a limit and a quarter of
+// SetMaxOpenConns (1 to DefaultSessions) over a bounded one, for drivers
+// whose connections keep one server session (lib/pq, pgx); with any other
+// driver, or with WithFencing, leases are dedicated unless WithSessions
+// asks otherwise. It panics if n < 1.
+//
+// A Lock that finds its key held by another process waits on the server on
+// a dedicated session of its own (so that no shared session is blocked),
+// which then carries that lease; LockAll always takes one. WithWaiting
+// bounds those.
+func WithSessions(n int) Option {
+	if n < 1 {
+		panic("advisory: WithSessions needs at least 1 session")
+	}
+	return func(o *options) { o.sessions = n }
+}
+
+// WithWaiting bounds the dedicated sessions of a multiplexed Locker: at most
+// n connections of the pool wait on the server for keys held by other
+// processes, or carry the leases they got that way, or those of LockAll.
+// More such acquires wait in memory for one (bounded by their context).
+// Goroutines of the process that want one key queue in memory before that
+// (see the package documentation), so at most one connection waits per key
+// in exclusive mode. The default is DefaultWaiting over a pool without a
+// limit and a quarter of SetMaxOpenConns (1 to DefaultWaiting) over a
+// bounded one. It panics if n < 1.
+func WithWaiting(n int) Option {
+	if n < 1 {
+		panic("advisory: WithWaiting needs at least 1 connection")
+	}
+	return func(o *options) { o.waiting = n }
+}
+
+// WithDedicatedSessions gives every lease a session of its own: a
+// connection of the pool from the acquire to the release. A process then
+// holds at most as many locks as its pool has connections, and a handler
+// that holds a lock and needs a connection of the same pool competes with
+// the lock holders for it; but a lease's Tx never waits for another lease's
+// statements, and its backend (PID) is its own.
+func WithDedicatedSessions() Option {
+	return func(o *options) { o.dedicated = true }
 }
 
 // WithKeepAlive sets how often a held lease checks its connection (default

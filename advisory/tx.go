@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-
-	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 )
 
 // Tx runs fn in a transaction on the very connection that holds the lock,
@@ -40,25 +38,25 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 	if err := ls.usable(); err != nil {
 		return err
 	}
-	if !ls.takeConn() {
+	if !ls.s.take() {
 		return ls.Err()
 	}
-	defer ls.giveConn()
+	defer ls.s.give()
 	// Checked while the connection is the Tx's: Release and a loss's
 	// discard wait for it, so it stays the lease's until Tx returns.
 	if err := ls.usable(); err != nil {
 		return err
 	}
-	tx, err := ls.conn.BeginTx(ctx, nil)
+	tx, err := ls.s.conn.BeginTx(ctx, nil)
 	if err != nil {
-		return ls.txFailed(ctx, "begin", err)
+		return ls.txFailed("begin", err)
 	}
 	ended := false
 	defer func() {
 		if !ended {
 			// fn panicked: roll back, and check the session if that fails.
 			if rerr := tx.Rollback(); rerr != nil {
-				_ = ls.txFailed(ctx, "rollback", rerr)
+				_ = ls.txFailed("rollback", rerr)
 			}
 		}
 	}()
@@ -72,7 +70,7 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 		// closed the connection) leaves the session in doubt. Either way
 		// fn's error may be the first sign of a loss.
 		if rerr := tx.Rollback(); rerr != nil || ctx.Err() != nil {
-			if lerr := ls.check(ctx, "the transaction failed"); lerr != nil {
+			if lerr := ls.check("the transaction failed"); lerr != nil {
 				return fmt.Errorf("%w (%w)", lerr, ferr)
 			}
 		}
@@ -80,12 +78,12 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 	}
 	ended = true
 	if err := tx.Commit(); err != nil {
-		return ls.txFailed(ctx, "commit", err)
+		return ls.txFailed("commit", err)
 	}
 	if ctx.Err() != nil {
 		// Committed while the lock was held; but the driver may have
 		// closed the connection as the transaction ended (see above).
-		_ = ls.check(ctx, "the transaction's context ended")
+		_ = ls.check("the transaction's context ended")
 	}
 	return nil
 }
@@ -106,35 +104,24 @@ func (ls *Lease) usable() error {
 
 // txFailed handles a failed begin, commit or rollback: if the session no
 // longer answers as the backend that took the lock, the lease is lost and
-// the error says so. The caller holds the connection (takeConn).
-func (ls *Lease) txFailed(ctx context.Context, what string, err error) error {
+// the error says so. The caller holds the connection.
+func (ls *Lease) txFailed(what string, err error) error {
 	err = errorf("advisory: %s on the lease's connection: %w", what, err)
-	if lerr := ls.check(ctx, what+" failed"); lerr != nil {
+	if lerr := ls.check(what + " failed"); lerr != nil {
 		return fmt.Errorf("%w (%w)", lerr, err)
 	}
 	return err // the session and its lock are intact
 }
 
 // check asks the lease's session whether it is still the backend that took
-// the lock, after a statement on it failed (what says which). If not, the
-// lease is lost and check returns the loss error; nil if the session is
-// intact. A lease already lost returns its loss error without asking. The
-// caller holds the connection (takeConn).
-func (ls *Lease) check(ctx context.Context, what string) error {
+// the lock (session.check); if not, the lease is lost and check returns the
+// loss error. The caller holds the connection.
+func (ls *Lease) check(what string) error {
 	if lerr := ls.lossErr(); lerr != nil {
 		return lerr
 	}
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ls.l.pingTimeout)
-	defer cancel()
-	var pid int
-	perr := ls.conn.QueryRowContext(pctx, sqltext.Ping).Scan(&pid)
-	switch {
-	case perr != nil:
-		ls.loseHeld(fmt.Errorf("%s, and the connection does not answer: %w", what, perr))
-	case pid != ls.sess.be.pid:
-		ls.loseHeld(fmt.Errorf("%s, and backend %d answers instead of %d: %w", what, pid, ls.sess.be.pid, ErrPooler))
-	default:
-		return nil
+	if ls.s.check(what) != nil {
+		return ls.lossErr()
 	}
-	return ls.lossErr()
+	return nil
 }

@@ -2,10 +2,12 @@ package middleware_test
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/itest"
 	"github.com/pgadvisory/pgadvisory/middleware"
 )
@@ -28,7 +30,14 @@ func TestWaitersCountOnlyWaits(t *testing.T) {
 			{"fail fast, busy keys", middleware.FailFast(), true, http.StatusConflict},
 			{"wait, free keys", middleware.WaitUpTo(20 * time.Second), false, http.StatusOK},
 		}
-		for ki, kind := range kinds {
+		// Dedicated sessions, so that each request's wait shows as a wait
+		// for the pool's connection (a multiplexed Locker's second request
+		// would wait in memory for the session the first one opens).
+		waitKinds := slices.Clone(kinds)
+		waitKinds[0].build = func(e *env, keyFn middleware.KeyFunc, opts ...middleware.Option) func(http.Handler) http.Handler {
+			return middleware.Lock(advisory.New(e.db, advisory.WithDedicatedSessions()), keyFn, opts...)
+		}
+		for ki, kind := range waitKinds {
 			for ci, tc := range cases {
 				t.Run(kind.name+"/"+tc.name, func(t *testing.T) {
 					db := itest.OpenDSN(t, driver, e.dsn)

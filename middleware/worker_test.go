@@ -2,6 +2,7 @@ package middleware_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -169,15 +170,15 @@ func TestKeyed(t *testing.T) {
 		}
 		t.Logf("%d messages over %d keys in %v: at most %d at once, never two of one key",
 			keys*perKey, keys, time.Since(start).Round(time.Millisecond), maxRunning.Load())
-		t.Run("hot key pins one connection", func(t *testing.T) { hotKey(t, e) })
+		t.Run("hot key pins one connection", func(t *testing.T) { hotKey(t, itest.OpenDSN(t, driver, e.dsn)) })
 	})
 }
 
 // hotKey sends 10 messages of one key at once through one Keyed: they queue
 // in memory, so while one runs the pool has one connection in use (the
 // lease's), not one per waiting message.
-func hotKey(t *testing.T, e *env) {
-	k := middleware.NewKeyed(advisory.New(e.db))
+func hotKey(t *testing.T, db *sql.DB) {
+	k := middleware.NewKeyed(advisory.New(db))
 	ctx := timeout(t, 30*time.Second)
 	var maxInUse atomic.Int64
 	var wg sync.WaitGroup
@@ -186,7 +187,7 @@ func hotKey(t *testing.T, e *env) {
 		go func() {
 			defer wg.Done()
 			err := k.Handle(ctx, orders.ID(200), func(ctx context.Context) error {
-				n := int64(e.db.Stats().InUse)
+				n := int64(db.Stats().InUse)
 				for cur := maxInUse.Load(); n > cur && !maxInUse.CompareAndSwap(cur, n); cur = maxInUse.Load() {
 				}
 				return nil

@@ -148,8 +148,9 @@ var shapes = sync.OnceValue(func() map[string]shape {
 	}{
 		{sqltext.Mode{}, "ExpectLock", "ExpectXactLock", "lock"},
 		{sqltext.Mode{Shared: true}, "ExpectLockShared", "ExpectXactLockShared", "shared lock"},
-		{sqltext.Mode{Try: true}, "ExpectTryLock", "ExpectXactTryLock", "try-lock"},
-		{sqltext.Mode{Shared: true, Try: true}, "ExpectTryLockShared", "ExpectXactTryLockShared", "shared try-lock"},
+		// Lock and LockShared try first, as TryLock and TryLockShared do.
+		{sqltext.Mode{Try: true}, "ExpectLock or ExpectTryLock", "ExpectXactTryLock", "try-lock"},
+		{sqltext.Mode{Shared: true, Try: true}, "ExpectLockShared or ExpectTryLockShared", "ExpectXactTryLockShared", "shared try-lock"},
 	}
 	for _, k := range []keyspace.Key{keyspace.Int64(1), keyspace.Pair(1, 1)} {
 		pair := k.IsPair()

@@ -18,14 +18,17 @@ import (
 // Expectations for the session locks of package advisory. Each returns the
 // sqlmock expectation, for WillDelayFor and the like.
 
-// ExpectLock expects advisory's Lock of key, and grants it.
+// ExpectLock expects advisory's Lock of key, and grants it at once (Lock
+// tries first, and waits only for a key held elsewhere: see
+// ExpectLockTimeout for a wait). opts are accepted for symmetry with the
+// failure modes; a granted try carries no lock_timeout.
 func (m *Mock) ExpectLock(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	return m.expectAcquire(sqltext.Mode{}, key, m.timeoutFor(opts), true)
+	return m.expectAcquire(sqltext.Mode{Try: true}, key, 0, true)
 }
 
 // ExpectLockShared expects advisory's LockShared of key, and grants it.
 func (m *Mock) ExpectLockShared(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	return m.expectAcquire(sqltext.Mode{Shared: true}, key, m.timeoutFor(opts), true)
+	return m.expectAcquire(sqltext.Mode{Shared: true, Try: true}, key, 0, true)
 }
 
 // ExpectTryLock expects advisory's TryLock of key and answers acquired (false:
@@ -40,23 +43,47 @@ func (m *Mock) ExpectTryLockShared(key keyspace.Key, acquired bool) *sqlmock.Exp
 }
 
 // ExpectLockAll expects advisory's LockAll of keys (in any order: LockAll
-// sorts and de-duplicates them), and grants them all.
+// sorts and de-duplicates them), and grants them all at once (LockAll tries
+// first; with fencing, whose tokens come with the whole set, it sends its
+// waiting statement at once).
 func (m *Mock) ExpectLockAll(keys ...keyspace.Key) *sqlmock.ExpectedQuery {
-	return m.expectAcquireAll(sqltext.Mode{}, sorted(keys), m.timeout, true)
+	ks := sorted(keys)
+	if m.fencing && len(ks) > 1 {
+		return m.expectAcquireAll(sqltext.Mode{}, ks, m.timeout, true)
+	}
+	return m.expectAcquireAll(sqltext.Mode{Try: true}, ks, 0, true)
 }
 
-// ExpectLockTimeout expects advisory's Lock of key and fails it as the
-// server does when lock_timeout runs out (SQLSTATE 55P03): Lock returns an
-// error matching advisory.ErrLockTimeout.
+// expectBusyTry expects the try that Lock of key sends first, and refuses
+// it as for a key held elsewhere; Lock then waits.
+func (m *Mock) expectBusyTry(key keyspace.Key) {
+	m.expectAcquire(sqltext.Mode{Try: true}, key, 0, false)
+}
+
+// ExpectLockWaited expects advisory's Lock of key, a key held elsewhere for
+// a while: its try is refused, and its wait that follows is granted (with
+// the Contended hook, once). It returns the expectation of the wait.
+func (m *Mock) ExpectLockWaited(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	m.expectBusyTry(key)
+	return m.expectAcquire(sqltext.Mode{}, key, m.timeoutFor(opts), true)
+}
+
+// ExpectLockTimeout expects advisory's Lock of key, a key held elsewhere:
+// its try is refused, and its wait fails as the server's does when
+// lock_timeout runs out (SQLSTATE 55P03): Lock returns an error matching
+// advisory.ErrLockTimeout. It returns the expectation of the wait.
 func (m *Mock) ExpectLockTimeout(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	m.expectBusyTry(key)
 	q, args := m.acquireStmt(sqltext.Mode{}, []keyspace.Key{key}, m.timeoutFor(opts))
 	return m.expect(q, args).WillReturnError(lockTimeoutError())
 }
 
-// ExpectLockConnLost expects advisory's Lock of key and loses the connection
-// under it, as a server that goes away mid-wait does: Lock returns an error
-// and the connection is not reused.
+// ExpectLockConnLost expects advisory's Lock of key, a key held elsewhere,
+// and loses the connection under its wait, as a server that goes away
+// mid-wait does: Lock returns an error and the connection is not reused. It
+// returns the expectation of the wait.
 func (m *Mock) ExpectLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
+	m.expectBusyTry(key)
 	q, args := m.acquireStmt(sqltext.Mode{}, []keyspace.Key{key}, m.timeoutFor(opts))
 	return m.expect(q, args).WillReturnError(connLostError())
 }
@@ -66,7 +93,7 @@ func (m *Mock) ExpectLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.Exp
 // fencing table does not exist (SQLSTATE 42P01): Lock returns an error
 // matching advisory.ErrNoFenceTable.
 func (m *Mock) ExpectLockNoFenceTable(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
-	q, args := m.acquireStmt(sqltext.Mode{}, []keyspace.Key{key}, m.timeoutFor(opts))
+	q, args := m.acquireStmt(sqltext.Mode{Try: true}, []keyspace.Key{key}, 0)
 	return m.expect(q, args).WillReturnError(&pgconn.PgError{Severity: "ERROR", Code: pgerr.UndefinedTable,
 		Message: "relation " + m.fenceTable + " does not exist"})
 }

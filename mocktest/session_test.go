@@ -260,10 +260,9 @@ func TestSessionContendedHook(t *testing.T) {
 	contended := 0
 	l := m.Locker(advisory.WithHooks(advisory.Hooks{Contended: func(keyspace.Key, bool) { contended++ }}))
 
-	m.ExpectTryLock(keyA, true)
+	m.ExpectLock(keyA)
 	m.ExpectUnlock(keyA, true)
-	m.ExpectTryLock(keyB, false)
-	m.ExpectLock(keyB)
+	m.ExpectLockWaited(keyB)
 	m.ExpectUnlock(keyB, true)
 	for _, k := range []keyspace.Key{keyA, keyB} {
 		lease, err := l.Lock(ctx, k)

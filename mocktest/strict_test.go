@@ -76,7 +76,7 @@ func TestStrict(t *testing.T) {
 			if rec.Code != http.StatusServiceUnavailable {
 				t.Errorf("status %d, want the 503 of a refused statement", rec.Code)
 			}
-		}, []string{"advisory's try-lock of (7301,42), which ExpectTryLock expects",
+		}, []string{"advisory's try-lock of (7301,42), which ExpectLock or ExpectTryLock expects",
 			"expected the same statement with other arguments", "expected [int64 - 41] does not match actual [int64 - 42]"}},
 
 		{"wrong kind of expectation next", nil, func(t *testing.T, db *sql.DB, m *Mock) {
@@ -85,7 +85,7 @@ func TestStrict(t *testing.T) {
 			if err == nil {
 				_ = lease.Release(ctx)
 			}
-		}, []string{"advisory's lock of (7301,42), which ExpectLock expects", "expected the statement of ExpectXactLock"}},
+		}, []string{"advisory's try-lock of (7301,42), which ExpectLock or ExpectTryLock expects", "expected the statement of ExpectXactLock"}},
 
 		{"failure modes are no refusals", []Option{WithLockTimeout(time.Second)}, func(t *testing.T, db *sql.DB, m *Mock) {
 			m.ExpectLockTimeout(key)

@@ -1,0 +1,246 @@
+package advisory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// op is one operation on a multiplexed session: a try or an unlock of one
+// key for one lease, or a ping. The operations of many goroutines go to the
+// server together, in one statement (a batch).
+type op struct {
+	kind  sqltext.OpKind
+	ping  bool // a ping: answered by the batch's answer alone
+	lease *Lease
+	key   keyspace.Key
+	done  chan struct{}
+	ok    bool  // the function's answer
+	err   error // the session ended before the operation was answered
+	sent  bool  // guarded by the session's mutex
+}
+
+// answer records the outcome of o and wakes its goroutine.
+func (o *op) answer(ok bool, err error) {
+	o.ok, o.err = ok, err
+	close(o.done)
+}
+
+// submit runs o on the session, in the next batch, and waits for its
+// answer. If the session is idle the caller sends the batch itself (one
+// statement, no goroutine); otherwise o joins the operations that the
+// sender takes next. An error means the session ended before o was
+// answered: whatever o did died with it. If ctx ends before o is sent, o is
+// withdrawn and ctx's error returned; once sent, its answer is waited for
+// (the keepalive sweep bounds the statement).
+func (s *session) submit(ctx context.Context, o *op) error {
+	o.done = make(chan struct{})
+	s.mu.Lock()
+	if s.err != nil {
+		err := s.err
+		s.mu.Unlock()
+		return err
+	}
+	s.pending = append(s.pending, o)
+	lead := !s.sending
+	s.sending = true
+	s.mu.Unlock()
+	if lead {
+		if s.tryTake() {
+			s.sendAndPass()
+		} else {
+			// A Tx or a ping has the connection: a goroutine waits for it,
+			// so that no caller's wait holds up the others'.
+			go s.drain()
+		}
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	if !o.sent && s.withdrawLocked(o) {
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+	s.mu.Unlock()
+	<-o.done
+	return o.err
+}
+
+// withdrawLocked takes o out of the pending operations; false if it is not
+// there (sent, or answered by a loss).
+func (s *session) withdrawLocked(o *op) bool {
+	for i, p := range s.pending {
+		if p == o {
+			s.pending = append(s.pending[:i], s.pending[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// sendAndPass sends one batch (the caller holds the connection, and gives
+// it back), then leaves whatever arrived meanwhile to a goroutine: a
+// caller sends at most one batch, however busy the session.
+func (s *session) sendAndPass() {
+	s.sendBatch()
+	s.give()
+	s.mu.Lock()
+	more := len(s.pending) > 0 && s.err == nil
+	if !more {
+		s.sending = false
+	}
+	s.mu.Unlock()
+	if more {
+		go s.drain()
+	}
+}
+
+// drain sends batches until no operation is pending.
+func (s *session) drain() {
+	for {
+		if !s.take() {
+			return // ended: the loss answered every pending operation
+		}
+		s.sendBatch()
+		s.give()
+		s.mu.Lock()
+		if len(s.pending) == 0 || s.err != nil {
+			s.sending = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// sendBatch sends the pending operations in one statement and answers each.
+// The caller holds the connection. If the statement fails, or an unlock
+// finds a key that the session should hold not held (its state is no longer
+// what its leases say), the session is lost, and with it every lease on it.
+func (s *session) sendBatch() {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = nil
+	for _, o := range batch {
+		o.sent = true
+	}
+	ended := s.err
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	if ended != nil {
+		for _, o := range batch {
+			o.answer(false, ended)
+		}
+		return
+	}
+	s.l.ka.watchStmt(s, mono()+int64(s.l.pingTimeout))
+	results, err := s.runBatch(batch)
+	overdue := s.l.ka.endStmt(s)
+	if err == nil && overdue {
+		err = fmt.Errorf("batch: no answer within %v: %w", s.l.pingTimeout, context.DeadlineExceeded)
+	}
+	if err == nil {
+		for i, o := range batch {
+			if !o.ping && (o.kind == sqltext.OpUnlock || o.kind == sqltext.OpUnlockShared) && !results[i] {
+				err = fmt.Errorf("release %v: the session did not hold it: %w", o.key, ErrLockLost)
+				break
+			}
+		}
+	}
+	if err != nil {
+		s.loseHeld(err)
+		for _, o := range batch {
+			o.answer(false, err)
+		}
+		return
+	}
+	s.mu.Lock()
+	s.lastOK = mono()
+	for i, o := range batch {
+		if o.lease != nil && results[i] && (o.kind == sqltext.OpUnlock || o.kind == sqltext.OpUnlockShared) {
+			// Released: off the session before anyone can lose it with it.
+			s.detachLocked(o.lease)
+		}
+	}
+	s.mu.Unlock()
+	for i, o := range batch {
+		o.answer(results[i], nil)
+	}
+}
+
+// runBatch runs the statement of batch and returns each operation's answer
+// (true for a ping that the same backend answered). One try or one unlock
+// goes as the single-key statement, with Exec (less work for the server
+// than the batch statement); several as sqltext.Batch, which also names
+// the backend.
+func (s *session) runBatch(batch []*op) ([]bool, error) {
+	ops := make([]sqltext.Op, 0, len(batch))
+	for _, o := range batch {
+		if !o.ping {
+			ops = append(ops, sqltext.Op{Kind: o.kind, Key: o.key})
+		}
+	}
+	results := make([]bool, len(batch))
+	ctx := context.Background()
+	switch {
+	case len(ops) == 0:
+		if err := s.ping(s.l.pingTimeout); err != nil {
+			return nil, err
+		}
+	case len(ops) == 1 && len(batch) == 1:
+		o := batch[0]
+		var q string
+		var args []any
+		switch o.kind {
+		case sqltext.OpTryLock, sqltext.OpTryLockShared:
+			q, args = sqltext.LockExec(s.l.style, sqltext.Mode{Try: true, Shared: o.kind == sqltext.OpTryLockShared}, o.key, 0)
+		default:
+			q, args = sqltext.Unlock(s.l.style, o.kind == sqltext.OpUnlockShared, o.key)
+		}
+		n, err := execCount(ctx, s.conn, q, args)
+		if err != nil {
+			return nil, err
+		}
+		if n > 1 {
+			return nil, fmt.Errorf("%v: %d rows affected, want 0 or 1", o.key, n)
+		}
+		results[0] = n == 1
+		return results, nil
+	default:
+		q, args := sqltext.Batch(s.l.style, ops)
+		var pid int
+		var answers string
+		if err := s.conn.QueryRowContext(ctx, q, args...).Scan(&pid, &answers); err != nil {
+			return nil, err
+		}
+		if pid != s.pid() {
+			return nil, fmt.Errorf("batch answered by backend %d, session of backend %d: %w", pid, s.pid(), ErrPooler)
+		}
+		if len(answers) != len(ops) {
+			return nil, errors.New("batch: " + strconv.Itoa(len(answers)) + " answers for " + strconv.Itoa(len(ops)) + " operations")
+		}
+		j := 0
+		for i, o := range batch {
+			if o.ping {
+				results[i] = true
+				continue
+			}
+			results[i] = answers[j] == '1'
+			j++
+		}
+		return results, nil
+	}
+	for i := range results {
+		results[i] = true
+	}
+	return results, nil
+}
