@@ -22,17 +22,17 @@ import (
 
 // routes serves the orders API from db, the application's one pool.
 func routes(db *sql.DB) http.Handler {
-	// Pool: a lease pins one connection while it holds its lock, and a busy
-	// id has at most one request more waiting on the server (the others wait
-	// in memory): 2 per order worked on at once, say 20. Add 20 for each
-	// connection a handler takes from db besides its lease.
-	db.SetMaxOpenConns(2 * 20)
-	db.SetMaxIdleConns(2 * 20)
+	// Pool: the Locker keeps any number of locks on a quarter of its
+	// connections (multiplexed sessions) and waits for locks held by other
+	// processes on at most another quarter, so the handlers' own queries
+	// always have half of it. Size it for those queries.
+	db.SetMaxOpenConns(20)
+	db.SetMaxIdleConns(20)
 	locker := advisory.New(db)
 	orders := keyspace.MustNamespace("orders", 1)
 	byID := middleware.PathID(orders, "id") // 400 for anything but an int32 id
 
-	// Session lock: wait up to 2 s for a busy order, then 503; at most 16
+	// Session lock: wait up to 2 s for a busy order, then 503; at most 256
 	// requests (MaxWaiters' default) wait for one order, more get 503 at once.
 	lock := middleware.Lock(locker, byID, middleware.WaitUpTo(2*time.Second))
 	mux := http.NewServeMux()

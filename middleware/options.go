@@ -9,9 +9,13 @@ import (
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// DefaultMaxWaiters is MaxWaiters when it is not given: at most 16 requests
-// of one middleware wait for the same key at once.
-const DefaultMaxWaiters = 16
+// DefaultMaxWaiters is MaxWaiters when it is not given: at most 256
+// requests of one middleware wait for the same key at once. A request that
+// waits behind another of the same Locker costs a goroutine and no
+// connection, and WaitUpTo bounds how long it waits, so the cap is there to
+// turn away a pile-up, not to protect the pool: 256 requests holding a key
+// for a millisecond each are served within a WaitUpTo of 2 s.
+const DefaultMaxWaiters = 256
 
 // DefaultRetryAfter is the Retry-After of the default answers when RetryAfter
 // is not given.
