@@ -52,6 +52,8 @@ type session struct {
 	lastOK  int64         // mono: when a statement last answered
 	idle    int64         // mux: when the last lease left (mono); 0 while leases are on it
 
+	batchStmt *sql.Stmt // mux, Inline style: the batch statement prepared on conn (batchRow)
+
 	kaLink
 }
 
@@ -385,6 +387,11 @@ func (s *session) close(discard bool) bool {
 	// pooler's.
 	if claimed {
 		s.ci.be.unclaim()
+	}
+	if s.batchStmt != nil {
+		// Deallocated on the server before the connection can go back to
+		// the pool; a connection being discarded takes it along anyway.
+		s.batchStmt.Close()
 	}
 	if discard {
 		// Forget the connection here too: database/sql may have closed it
