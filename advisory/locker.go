@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/keyqueue"
@@ -52,6 +54,12 @@ type Locker struct {
 	// pingTimeout bounds one keepalive round trip.
 	pingTimeout time.Duration
 
+	// deadPeerSQL sets the dead-peer bound on a connection (tune); "" for
+	// none. deadPeerOff turns it off after the server refused it.
+	deadPeerSQL  string
+	deadPeerOff  atomic.Bool
+	deadPeerWarn sync.Once
+
 	// q queues the goroutines of this process per key, so that of those
 	// that want one key only the first goes to the server (LockAll bypasses
 	// it: the server alone orders multi-key sets).
@@ -79,6 +87,9 @@ func New(db *sql.DB, opts ...Option) *Locker {
 		l.releaseDeadline = sqltext.DeadlineInterrupts(d)
 		l.backends.perConn = sqltext.KeepsBackend(d)
 		l.backends.sockets = sqltext.ExposesSocket(d)
+		if l.backends.perConn {
+			l.deadPeerSQL = deadPeerStatement(&l.opts)
+		}
 		if l.multiplexed() {
 			l.mux = &muxSet{l: l}
 		}

@@ -30,6 +30,9 @@ type options struct {
 	fenceTable string // quoted identifier
 	fenceErr   error  // a bad table name, reported by every acquire
 
+	deadPeer    time.Duration // WithDeadPeerTimeout, if deadPeerSet
+	deadPeerSet bool
+
 	dedicated bool // WithDedicatedSessions
 	sessions  int  // WithSessions; 0: the default
 	waiting   int  // WithWaiting; 0: the default
