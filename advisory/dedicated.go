@@ -99,7 +99,7 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		// Another live session already sits on this backend: only a pooler
 		// can do that. Give back what this acquire took, then drop the
 		// connection.
-		l.unlockBestEffort(s.conn, keys, shared)
+		l.unlockBestEffort(s.conn, s.pid(), keys, shared)
 		err = errorf("advisory: backend %d already holds another session: %w", s.pid(), ErrPooler)
 	}
 	if err == nil && l.opts.fencing && len(tokens) != len(keys) {

@@ -353,11 +353,15 @@ func (s *session) drop(cause error, keys *lostKeys) {
 	if errors.Is(cause, ErrPooler) {
 		// Dropping the client connection does not end a pooled server
 		// session: try to give the locks back first.
+		pid := 0
+		if s.ci != nil {
+			pid = s.pid()
+		}
 		if len(keys.exclusive) > 0 {
-			s.l.unlockBestEffort(s.conn, keys.exclusive, false)
+			s.l.unlockBestEffort(s.conn, pid, keys.exclusive, false)
 		}
 		if len(keys.shared) > 0 {
-			s.l.unlockBestEffort(s.conn, keys.shared, true)
+			s.l.unlockBestEffort(s.conn, pid, keys.shared, true)
 		}
 	}
 	s.l.discard(s.conn)
