@@ -7,6 +7,7 @@ import (
 	"time"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -45,20 +46,30 @@ func TestHooksAllocs(t *testing.T) {
 }
 
 // BenchmarkHooks measures what the hooks cost per acquire and release,
-// without a server.
+// without a server: metrics only, and metrics with a span per acquire (an
+// SDK TracerProvider that samples every span and exports none).
 func BenchmarkHooks(b *testing.B) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	defer mp.Shutdown(context.Background())
-	in, err := oteladvisory.New(oteladvisory.WithMeterProvider(mp), oteladvisory.WithoutSpans())
-	if err != nil {
-		b.Fatal(err)
-	}
-	h := in.Hooks()
-	ctx := context.Background()
-	e := advisory.AcquireEvent{Key: ns.ID(1), Keys: 1, Outcome: advisory.Acquired, Wait: 300 * time.Microsecond}
-	b.ReportAllocs()
-	for b.Loop() {
-		h.Acquire(ctx, e)
-		h.Released(e.Key, false, time.Millisecond)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	defer tp.Shutdown(context.Background())
+	for _, tc := range []struct {
+		name string
+		opts []oteladvisory.Option
+	}{{"metrics", []oteladvisory.Option{oteladvisory.WithoutSpans()}}, {"spans", []oteladvisory.Option{oteladvisory.WithTracerProvider(tp)}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			in, err := oteladvisory.New(append(tc.opts, oteladvisory.WithMeterProvider(mp))...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h := in.Hooks()
+			ctx := context.Background()
+			e := advisory.AcquireEvent{Key: ns.ID(1), Keys: 1, Outcome: advisory.Acquired, Wait: 300 * time.Microsecond}
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Acquire(ctx, e)
+				h.Released(e.Key, false, time.Millisecond)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,7 +28,10 @@ import (
 // one iteration to the next, and times each. Both forms then share every
 // moment of the run, so that load drifting on a shared machine weighs on
 // both alike. Metrics: plain-ns/op and otel-ns/op (per lock+release of one
-// goroutine) and overhead-% (otel time over plain time, minus one).
+// goroutine), overhead-% (otel time over plain time, minus one) and
+// median-overhead-% (the median of the pairs' differences over the median
+// plain time, which a burst of load that slows a few operations hardly
+// moves).
 //
 // sessions=multiplexed is the default kind of Locker: each of the two keeps
 // its own session (one connection each, for the whole run), so the two
@@ -104,7 +108,16 @@ func runPaired(b *testing.B, db *sql.DB, conns int, a, c *advisory.Locker) {
 		return time.Since(t0), err
 	}
 	var aNS, cNS atomic.Int64
+	var mu sync.Mutex
+	var diffs, plains []int64 // per pair: otel time minus plain time, and plain time
 	loop := func(n int, more func() bool) error {
+		var myDiffs, myPlains []int64
+		defer func() {
+			mu.Lock()
+			diffs = append(diffs, myDiffs...)
+			plains = append(plains, myPlains...)
+			mu.Unlock()
+		}()
 		r := rand.New(rand.NewPCG(seq.Add(1), 0x9e3779b97f4a7c15))
 		aFirst := seq.Load()%2 == 0
 		for i := 0; n < 0 || i < n; i++ {
@@ -128,6 +141,8 @@ func runPaired(b *testing.B, db *sql.DB, conns int, a, c *advisory.Locker) {
 			}
 			aNS.Add(int64(d1))
 			cNS.Add(int64(d2))
+			myDiffs = append(myDiffs, int64(d2-d1))
+			myPlains = append(myPlains, int64(d1))
 			aFirst = !aFirst
 		}
 		return nil
@@ -144,6 +159,7 @@ func runPaired(b *testing.B, db *sql.DB, conns int, a, c *advisory.Locker) {
 	wg.Wait()
 	aNS.Store(0)
 	cNS.Store(0)
+	diffs, plains = nil, nil
 	b.ReportAllocs()
 	b.ResetTimer()
 	if conns == 1 {
@@ -163,5 +179,13 @@ func runPaired(b *testing.B, db *sql.DB, conns int, a, c *advisory.Locker) {
 	b.ReportMetric(ct/float64(b.N), "otel-ns/op")
 	if at > 0 {
 		b.ReportMetric((ct/at-1)*100, "overhead-%")
+	}
+	if len(diffs) > 0 {
+		// The median of the pairs' differences over the median plain
+		// time: a burst of load that slows a few operations moves the
+		// sums above but hardly these.
+		slices.Sort(diffs)
+		slices.Sort(plains)
+		b.ReportMetric(float64(diffs[len(diffs)/2])/float64(plains[len(plains)/2])*100, "median-overhead-%")
 	}
 }
