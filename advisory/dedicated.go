@@ -71,7 +71,9 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		if !try {
 			var n int
 			var more []int64
+			l.obs.serverWait.Add(1)
 			n, more, err = s.acquireStmt(ctx, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+			l.obs.serverWait.Add(-1)
 			held += n
 			tokens = append(tokens, more...)
 			if err != nil && ctx.Err() == nil && connBroken(err) {

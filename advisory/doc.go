@@ -165,6 +165,30 @@
 // that hands its lock over send sqltext.Ping; a Lock that receives a
 // handed-over lock and a try refused in memory send nothing.
 //
+// # Observability
+//
+// Hooks (WithHooks) report each event on the goroutine that caused it:
+// Acquire once per acquire call whatever its outcome (acquired, busy,
+// timeout, cancelled, failed), with its mode, its wait, the part of it
+// spent in the process's queue and whether the lock was handed over;
+// Queued when a goroutine starts to wait in that queue; Acquired, Released
+// (with the hold time) and Lost (with the cause). A nil hook costs
+// nothing; Acquire costs two clock reads per call and, unlike Contended,
+// changes nothing that is sent. The module
+// github.com/pgadvisory/pgadvisory/otel turns them into OpenTelemetry
+// metrics and spans.
+//
+// Locker.Stats counts, at any moment, the leases held, the goroutines
+// waiting in the process's queue and on the server, and the sessions open
+// by kind (atomic counters, kept whether or not anyone reads them), for
+// gauges. Locker.Waiting lists what waits in the process's queue, key by
+// key, longest waiter first, and encodes to JSON for a debug endpoint; what
+// waits on the server, and behind whom, is in pg_locks (pglock ls draws it
+// as a tree). A Lease and a Locker implement slog.LogValuer: a lease logs
+// its key by name ("orders/42" for a pair key of a namespace registered in
+// this process), mode, backend pid and state; the Locker's own records
+// (WithLogger) name keys the same way.
+//
 // # Concurrency
 //
 // A Locker is safe for concurrent use. Every method of a Lease is safe for

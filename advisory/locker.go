@@ -64,6 +64,8 @@ type Locker struct {
 	// that want one key only the first goes to the server (LockAll bypasses
 	// it: the server alone orders multi-key sets).
 	q keyqueue.Queue[keyspace.Key]
+
+	obs observer // counters for Stats
 }
 
 // New returns a Locker over db. A nil db gives a Locker whose methods return
@@ -78,6 +80,7 @@ func New(db *sql.DB, opts ...Option) *Locker {
 			o(&l.opts)
 		}
 	}
+	l.q.OnWait = l.opts.hooks.Queued
 	if l.opts.dedicated && (l.opts.sessions > 0 || l.opts.waiting > 0) {
 		panic("advisory: WithDedicatedSessions with WithSessions or WithWaiting")
 	}
@@ -159,14 +162,14 @@ func (l *Locker) LockAll(ctx context.Context, keys ...keyspace.Key) (*Lease, err
 	}
 	ks := slices.Clone(keys)
 	slices.SortFunc(ks, keyspace.Compare)
-	return l.acquire(ctx, slices.Compact(ks), false, false, l.opts.lockTimeout)
+	return l.acquireAll(ctx, slices.Compact(ks))
 }
 
-// lockQueued takes one key: first its place in the process's queue for the
+// lockObserved takes one key: first its place in the process's queue for the
 // key (at once for a try, or failing fast if another lease of this Locker
 // holds it incompatibly), then the server lock, unless the previous holder
-// handed its held lock over.
-func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try bool) (*Lease, error) {
+// handed its held lock over. ob, if not nil, learns where it failed.
+func (l *Locker) lockObserved(ctx context.Context, key keyspace.Key, shared, try bool, ob *acquireObs) (*Lease, error) {
 	if l == nil || l.db == nil {
 		return nil, ErrNilDB
 	}
@@ -200,6 +203,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		var err error
 		t, err = l.queue(ctx, key, shared)
 		if err != nil {
+			ob.queueFailed()
 			return nil, err
 		}
 		if timeout > 0 {
@@ -214,6 +218,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		// The previous holder handed its server lock over.
 		next.ticket = t
 		next.grant = mono()
+		l.obs.held.Add(1)
 		if err := ctx.Err(); err != nil {
 			// Ended just as the lock came: pass it on (or unlock it).
 			_ = next.Release(ctx)
@@ -297,6 +302,7 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
+	l.obs.held.Add(1)
 	if h := l.opts.hooks.Acquired; h != nil {
 		h(keys[0], shared, time.Duration(ls.grant-start))
 	}
@@ -486,7 +492,7 @@ func (l *Locker) log(level slog.Level, msg string, keys []keyspace.Key, attrs ..
 		return
 	}
 	if keys != nil {
-		attrs = append(attrs, slog.String("key", keyArg(keys).String()))
+		attrs = append(attrs, slog.Any("key", keysValue(keys)))
 	}
 	lg.LogAttrs(context.Background(), level, msg, attrs...)
 }

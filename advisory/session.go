@@ -63,6 +63,7 @@ var errClosed = errors.New("advisory: session closed")
 // newSession returns a session on conn, whose backend is known if ci is not
 // nil.
 func (l *Locker) newSession(conn *sql.Conn, dc any, ci *connInfo, mux bool) *session {
+	l.obs.sessions(mux).Add(1)
 	return &session{l: l, conn: conn, dc: dc, ci: ci, mux: mux, tok: make(chan struct{}, 1), ended: make(chan struct{})}
 }
 
@@ -306,6 +307,7 @@ func (s *session) markLost(cause error) *lostKeys {
 	}
 	s.err = cause
 	close(s.ended)
+	s.l.obs.sessions(s.mux).Add(-1)
 	var leases []*Lease
 	keys := &lostKeys{}
 	for ls := s.head; ls != nil; ls = ls.sNext {
@@ -380,6 +382,7 @@ func (s *session) close(discard bool) bool {
 	}
 	s.err = errClosed
 	close(s.ended)
+	s.l.obs.sessions(s.mux).Add(-1)
 	claimed := s.claimed
 	s.claimed = false
 	s.mu.Unlock()

@@ -133,6 +133,14 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo 2>/dev/null
 server=$(grep -m1 'itest: PostgreSQL from' "$raw" | sed 's/^ *//')
 pgversion=$(grep -m1 -o 'pgadvisory/postgres:[0-9]*' "$raw" || true)
 
+# A hand-written part at the end of the Markdown file, from the marker line
+# on, is kept as it is (the generated part is everything before it).
+marker='<!-- Hand-written from here on: scripts/bench.sh keeps it. -->'
+kept=
+if [ -f "$md" ]; then
+	kept=$(awk -v m="$marker" 'index($0, m) == 1 { found = 1 } found' "$md")
+fi
+
 {
 	cat <<EOF
 # Benchmarks
@@ -229,5 +237,8 @@ EOF
 	echo
 	echo "Raw output: $raw (not kept in the repository)."
 } >"$md"
+if [ -n "$kept" ]; then
+	printf '\n%s\n' "$kept" >>"$md"
+fi
 
 echo "bench.sh: wrote $md (raw output in $out)" >&2
