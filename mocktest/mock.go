@@ -63,10 +63,12 @@ func WithLockTimeout(d time.Duration) Option {
 
 // WithFencing says that the code under test's Locker has
 // advisory.WithFencing(table): the session acquire expectations then expect
-// the statements that also bump the fencing counters, and answer with the
-// tokens a fresh table hands out in the server's first lifetime: 1<<40 + 1,
-// 1<<40 + 2, ... per key (epoch 1, counter 1, 2, ...), in the order the
-// expectations are added (Token tells the latest). Given to New or Open; Locker applies it too.
+// the statements that also draw fencing tokens, and answer with the
+// tokens a session that knows the epoch draws from a fresh table in the
+// server's first lifetime: 1<<40 + 1, 1<<40 + 2, ... over all keys (epoch 1,
+// counter 1, 2, ...; the keys of one LockAll share one token), in the order
+// the expectations are added (Token tells the latest of a key). Given to
+// New or Open; Locker applies it too.
 func WithFencing(table string) Option {
 	return func(c *config) { c.fencing, c.fenceName = true, table }
 }

@@ -34,8 +34,9 @@ Usage:
                                             run CMD only while holding the lock (flock for PostgreSQL)
   pglock ls   [--json] [--all]              who holds and who waits for advisory locks
   pglock demo                               lost updates without locks, none with them
-  pglock fence init [--table T] [--print]   create (or print) the fencing token table
-  pglock fence show [--table T] NAME|ID     the latest fencing token of a key
+  pglock fence init [--table T] [--print]   create (or print) the fencing table and sequence
+  pglock fence migrate [--table T] [--print]  migrate a fencing table of the per-key layout
+  pglock fence show [--table T] [NAME|ID]   the latest fencing token handed out
 
 An ID (a decimal integer such as 42) is the key itself; a NAME (anything else,
 or any argument after --name) is hashed.

@@ -3,6 +3,7 @@ package benchsuite
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -100,6 +101,70 @@ func BenchmarkFencing(b *testing.B) {
 					{name: "library", op: lockRelease(fenced, true)},
 					{name: "library-nofence", op: lockRelease(plain, false)},
 				})
+			}
+			testkit.WaitConnsIdle(b, db)
+			testkit.WaitNoAdvisoryLocks(b, admin)
+		})
+	}
+}
+
+// BenchmarkFencingPaired (issue 19): uncontended lock+unlock with a fencing
+// token against the same without, as pairs in one loop (runPaired), on a
+// private durable server (fsync, synchronous_commit and full_page_writes
+// on), per driver, with 1 connection and with 8 goroutines. form=library is
+// advisory.New(db, advisory.WithFencing("")) (Lock, Token, Release);
+// against=default is advisory.New(db), the Locker users get without
+// fencing (multiplexed sessions); against=dedicated is
+// advisory.New(db, advisory.WithDedicatedSessions()), a connection per
+// lease as a fenced Locker has, so that the ratio shows the token alone.
+// Metrics: fenced-ns/op, plain-ns/op and ratio (plain time ÷ fenced time:
+// the fenced throughput relative to the plain one; the goal is ≥ 0.9).
+// Every key comes from the benchmark's random set; the sessions know the
+// epoch before the timing starts (the warm-up).
+func BenchmarkFencingPaired(b *testing.B) {
+	srv := itest.NewServer(b, itest.Config{Settings: durableSettings})
+	for _, d := range itest.Drivers {
+		b.Run("driver="+d, func(b *testing.B) {
+			dsn := srv.NewDatabase(b)
+			// The pinned connections of the harness come from db; each
+			// Locker has a pool of its own, large enough that a
+			// multiplexed Locker's sessions never starve the other.
+			db := itest.OpenDSN(b, d, dsn)
+			pool := func() *sql.DB {
+				p := itest.OpenDSN(b, d, dsn)
+				p.SetMaxOpenConns(24)
+				p.SetMaxIdleConns(24)
+				return p
+			}
+			admin := itest.OpenDSN(b, "postgres", dsn)
+			ctx := context.Background()
+			if err := advisory.CreateFenceTable(ctx, db, ""); err != nil {
+				b.Fatal(err)
+			}
+			fenced := advisory.New(pool(), advisory.WithFencing(""))
+			fencedOp := func(ctx context.Context, _ *sql.Conn, r rng) error {
+				k, _ := r.key()
+				lease, err := fenced.Lock(ctx, k)
+				if err != nil {
+					return err
+				}
+				if lease.Token() == 0 {
+					b.Error("a fenced lease without a token")
+				}
+				return lease.Release(ctx)
+			}
+			for _, against := range []struct {
+				name string
+				l    *advisory.Locker
+			}{
+				{"default", advisory.New(pool())},
+				{"dedicated", advisory.New(pool(), advisory.WithDedicatedSessions())},
+			} {
+				for _, conns := range []int{1, 8} {
+					b.Run(fmt.Sprintf("conns=%d/against=%s", conns, against.name), func(b *testing.B) {
+						runPaired(b, db, conns, fencedOp, libraryOp(against.l), "fenced", "plain")
+					})
+				}
 			}
 			testkit.WaitConnsIdle(b, db)
 			testkit.WaitNoAdvisoryLocks(b, admin)
