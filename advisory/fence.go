@@ -263,8 +263,14 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 	t := token.Int64
 	if !token.Valid {
 		var cache string
+		var at int
 		if t, cache, err = fencing.Resolve(ctx, conn, l.opts.fenceTable, draw.Int64); err == nil {
-			err = fencing.SetCache(ctx, conn, l.opts.fenceTable, cache)
+			at, err = fencing.SetCache(ctx, conn, l.opts.fenceTable, cache)
+		}
+		if err == nil && at != pid {
+			// The statements after the acquire ran on another backend:
+			// only a pooler in transaction mode does that.
+			err = errorf("advisory: backend %d took the lock, backend %d answered next: %w", pid, at, ErrPooler)
 		}
 		if err != nil {
 			return int(n), pid, nil, errorf("advisory: lock %v: fencing token: %w", keyArg(keys), err)

@@ -150,8 +150,9 @@ func drawTx(ctx context.Context, db *sql.DB, tx Querier, table string) (int64, e
 	if err != nil {
 		return 0, err
 	}
-	if err := fencing.SetCache(ctx, tx, table, cache); err != nil {
+	if _, err := fencing.SetCache(ctx, tx, table, cache); err != nil {
 		return 0, err
 	}
-	return t, fencing.SetCache(ctx, conn, table, cache)
+	_, err = fencing.SetCache(ctx, conn, table, cache)
+	return t, err
 }

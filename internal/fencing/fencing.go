@@ -159,10 +159,13 @@ func redraw(ctx context.Context, q Querier, table string) (int64, error) {
 }
 
 // SetCache stores the resolved epoch in the session of q (inside a
-// transaction block, a rollback undoes it: the next draw resolves again).
-func SetCache(ctx context.Context, q Querier, table, value string) error {
+// transaction block, a rollback undoes it: the next draw resolves again)
+// and returns the pid of the backend that stored it.
+func SetCache(ctx context.Context, q Querier, table, value string) (int, error) {
 	var v string
-	return q.QueryRowContext(ctx, sqltext.FenceSetCache(table, value)).Scan(&v)
+	var pid int
+	err := q.QueryRowContext(ctx, sqltext.FenceSetCache(table, value)).Scan(&v, &pid)
+	return pid, err
 }
 
 // Next draws a token from the sequence of table on conn (pinned, outside a
@@ -183,7 +186,8 @@ func Next(ctx context.Context, conn Querier, table string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return t, SetCache(ctx, conn, table, cache)
+	_, err = SetCache(ctx, conn, table, cache)
+	return t, err
 }
 
 // Layout is what a relation of the fencing table's name is.

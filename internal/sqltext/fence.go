@@ -186,9 +186,11 @@ func FenceBump(table string, seen, base int64) string {
 
 // FenceSetCache stores value ("offset,limit") as the session's cache of the
 // epoch of table (a quoted identifier). Set inside a transaction block, it
-// is undone by a rollback.
+// is undone by a rollback. It returns one row: (value text, backend pid
+// int4), the pid so that a caller can tell that a pooler moved it to
+// another backend since its acquire.
 func FenceSetCache(table, value string) string {
-	return "SELECT set_config('" + FenceSetting(table) + "', '" + value + "', false)"
+	return "SELECT set_config('" + FenceSetting(table) + "', '" + value + "', false), pg_backend_pid()"
 }
 
 // FenceLayout describes what a relation of the fencing table's name is: one
