@@ -137,3 +137,43 @@ func TestFencingLifetimeCache(t *testing.T) {
 		t.Logf("tokens: %v (b's bump: epoch %d, a's next token: epoch %d)", c.log, tb>>40, ta>>40)
 	})
 }
+
+// TestFencingEpochOncePerSession: a session reads the epoch row once; its
+// later acquisitions draw tokens without touching the table, so they go
+// through while another transaction holds the table in ACCESS EXCLUSIVE
+// mode, where a new session's first acquisition, which reads the row,
+// waits.
+func TestFencingEpochOncePerSession(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		ctx := timeout(t, 60*time.Second)
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		known := advisory.New(onePool(t, driver, e.dsn), advisory.WithFencing(""))
+		c := &tokenChain{t: t, ctx: ctx, key: testKey(t)}
+		c.take("first of the session", known)
+		tx, err := e.admin.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if _, err := tx.ExecContext(ctx, "LOCK TABLE pgadvisory_fence IN ACCESS EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 3 {
+			c.take("the session again, table locked "+string(rune('1'+i)), known)
+		}
+		short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		fresh := advisory.New(onePool(t, driver, e.dsn), advisory.WithFencing(""))
+		if lease, err := fresh.Lock(short, c.key); err == nil {
+			lease.Release(ctx)
+			t.Fatal("a new session got a token while the table was locked: it did not read the epoch")
+		}
+		if err := tx.Rollback(); err != nil {
+			t.Fatal(err)
+		}
+		c.take("the new session, table free", fresh)
+	})
+}
