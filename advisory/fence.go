@@ -215,7 +215,8 @@ func (ls *Lease) Token() int64 {
 }
 
 // Tokens returns the fencing token of every key, in the order of Keys, or
-// nil if the Locker has no WithFencing.
+// nil if the Locker has no WithFencing. The keys of one acquisition share
+// one token.
 func (ls *Lease) Tokens() []int64 {
 	if ls.tokens == nil {
 		return nil
