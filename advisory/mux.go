@@ -197,6 +197,7 @@ func (m *muxSet) tryLock(ctx context.Context, key keyspace.Key, shared bool) (*L
 	if shared {
 		kind = sqltext.OpTryLockShared
 	}
+	budget := 0
 	for attempt := 0; ; attempt++ {
 		s, err := m.pick(ctx)
 		if err != nil {
@@ -222,7 +223,7 @@ func (m *muxSet) tryLock(ctx context.Context, key keyspace.Key, shared bool) (*L
 		case ctx.Err() != nil:
 			return nil, ctx.Err()
 		}
-		if err != nil && !errors.Is(err, errClosed) && attempt >= m.retries() {
+		if err != nil && !errors.Is(err, errClosed) && exhausted(&budget, attempt, m.retries) {
 			return nil, err
 		}
 	}

@@ -63,15 +63,6 @@ else
 	go test -c -o "$out/benchsuite.test" ./internal/benchsuite || exit 1
 fi
 
-# The part of the Markdown file from the line $keep_marker on is written by
-# hand (with the command that produced its figures): it is kept as it is
-# when the rest is written again.
-keep_marker='<!-- Hand-written below: scripts/bench.sh keeps everything from this line on. -->'
-kept=""
-if [ -f "$md" ] && grep -qxF "$keep_marker" "$md"; then
-	kept=$(awk -v m="$keep_marker" 'found || $0 == m { found = 1; print }' "$md")
-fi
-
 # run PATTERN BENCHTIME COUNT: one group of benchmarks, appended to $raw.
 # Failures are recorded in the output (--- FAIL lines) and reported, not
 # fatal: a goal the library cannot reach yet is a result too.
@@ -141,6 +132,14 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ 
 mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo 2>/dev/null)
 server=$(grep -m1 'itest: PostgreSQL from' "$raw" | sed 's/^ *//')
 pgversion=$(grep -m1 -o 'pgadvisory/postgres:[0-9]*' "$raw" || true)
+
+# A hand-written part at the end of the Markdown file, from the marker line
+# on, is kept as it is (the generated part is everything before it).
+marker='<!-- Hand-written from here on: scripts/bench.sh keeps it. -->'
+kept=
+if [ -f "$md" ]; then
+	kept=$(awk -v m="$marker" 'index($0, m) == 1 { found = 1 } found' "$md")
+fi
 
 {
 	cat <<EOF
@@ -239,10 +238,9 @@ EOF
 	echo '```'
 	echo
 	echo "Raw output: $raw (not kept in the repository)."
-	if [ -n "$kept" ]; then
-		echo
-		printf '%s\n' "$kept"
-	fi
 } >"$md"
+if [ -n "$kept" ]; then
+	printf '\n%s\n' "$kept" >>"$md"
+fi
 
 echo "bench.sh: wrote $md (raw output in $out)" >&2
