@@ -123,17 +123,21 @@
 //     held. The keepalive never sends a statement inside such a transaction.
 //   - WithFencing makes every acquisition return a token (Lease.Token,
 //     Lease.Tokens), strictly increasing per key across holders, processes,
-//     server restarts and crashes, bumped in a counter table in the same
-//     statement as the acquire (no extra round trip). Stores outside this
-//     database take a write only with a token at least as high as the
-//     highest they have seen. A token is epoch<<40 | counter and only its
-//     order means something: the counter commits asynchronously (no WAL
-//     flush per lock), and the epoch, bumped durably at the first token of
-//     every server lifetime (restart, crash recovery, failover), puts every
-//     token after a crash above the ones a crash may have lost. Create the
-//     table once with CreateFenceTable (or FenceTableSQL in a migration);
-//     without it acquisitions fail with ErrNoFenceTable. WithFencing has the
-//     details: the layout, the bounds, shared holders.
+//     server restarts and crashes, drawn from one sequence (nextval) in the
+//     same statement as the acquire (no extra round trip, no row written).
+//     Stores outside this database take a write only with a token at least
+//     as high as the highest they have seen. A token is epoch<<40 | counter
+//     and only its order means something: the draws commit asynchronously
+//     (no WAL flush per lock), and the epoch, bumped durably at the first
+//     token of every server lifetime (restart, crash recovery, failover) and
+//     when the counter would overflow, puts every token after a crash above
+//     the ones a crash may have lost. A backend session reads the epoch once
+//     and keeps it in a session setting. Create the table and its sequence
+//     once with CreateFenceTable (or FenceTableSQL in a migration); without
+//     them acquisitions fail with ErrNoFenceTable, and a table of the
+//     per-key layout of earlier versions with ErrFenceOldLayout
+//     (MigrateFenceTable, FenceMigrateSQL). WithFencing has the details: the
+//     layout, the bounds, shared holders.
 //
 // # Poolers
 //
@@ -159,7 +163,10 @@
 // connection whose backend is not known yet), and only if refused waits
 // (sqltext.Lock in wait mode, with lock_timeout folded in when
 // WithLockTimeout is set); LockAll sends sqltext.LockAll for two or more
-// keys (with WithFencing: the fenced forms, see WithFencing); Release sends
+// keys (with WithFencing: sqltext.LockFenced and sqltext.LockAllFenced,
+// which lib/pq sends as a session-level prepared statement, and whose draw a
+// session that does not know the epoch yet resolves once with
+// internal/fencing); Release sends
 // sqltext.Unlock (one key) or sqltext.UnlockMany (several keys, one round
 // trip) with Exec and counts the rows affected. The keepalive and a Release
 // that hands its lock over send sqltext.Ping; a Lock that receives a

@@ -154,7 +154,8 @@ func ExampleLease_Tx() {
 	fmt.Println("write:", err)
 	// A write elsewhere carries the token; that store rejects lower ones.
 	// Only the order of tokens means something: a token is epoch<<40 |
-	// counter, here the first of epoch 1.
+	// counter, here the first of epoch 1 (the first server lifetime that
+	// the table saw); the counter counts the draws of all keys.
 	fmt.Println("token:", lease.Token(), "epoch:", lease.Token()>>40, "counter:", lease.Token()&(1<<40-1))
 	// Output:
 	// write: <nil>

@@ -3,30 +3,45 @@ package advisory
 import (
 	"context"
 	"database/sql"
-	"strconv"
 	"strings"
+	"time"
 
+	"github.com/pgadvisory/pgadvisory/internal/fencing"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
+	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// DefaultFenceTable is the fencing counter table that WithFencing("") uses.
+// DefaultFenceTable is the fencing table that WithFencing("") uses; its
+// sequence is pgadvisory_fence_seq.
 const DefaultFenceTable = sqltext.DefaultFenceTable
 
-// ErrNoFenceTable means fencing is on but its counter table does not exist.
+// ErrNoFenceTable means fencing is on but its table, or the table's
+// sequence, does not exist.
 // errors.Is matches it against txlock.ErrNoFenceTable too.
 var ErrNoFenceTable = pgerr.ErrNoFenceTable
 
-// ErrNoFenceEpoch means the fencing table has no epoch row, which every
+// ErrNoFenceEpoch means the fencing table has no row, whose epoch every
 // token needs: run CreateFenceTable again. errors.Is matches it against
 // txlock.ErrNoFenceEpoch too.
 var ErrNoFenceEpoch = pgerr.ErrNoFenceEpoch
 
 // ErrFenceLayout means a table of the fencing table's name exists with
-// another layout (an unreleased earlier one, or a table of the
-// application's): drop it or pick another name. errors.Is matches it against
-// txlock.ErrFenceLayout too.
+// another layout, neither the current one nor the per-key one of earlier
+// versions (an application's table, say): pick another name or drop it.
+// errors.Is matches it against txlock.ErrFenceLayout too.
 var ErrFenceLayout = pgerr.ErrFenceLayout
+
+// ErrFenceOldLayout means the fencing table has the per-key layout of
+// earlier versions (kind, key, token, boot): migrate it once with the SQL of
+// FenceMigrateSQL (or MigrateFenceTable, or pglock fence migrate), which
+// keeps every later token above the old ones. errors.Is matches it against
+// txlock.ErrFenceOldLayout too.
+var ErrFenceOldLayout = pgerr.ErrFenceOldLayout
+
+// ErrFenceExhausted means the fencing table's epoch reached 2^23 - 1, the
+// last that fits in a token: see WithFencing for how far away that is.
+var ErrFenceExhausted = pgerr.ErrFenceExhausted
 
 // ErrBadFenceTable means the table name given to WithFencing is not a plain
 // (optionally schema-qualified) identifier. errors.Is matches it against
@@ -42,37 +57,49 @@ func quoteTable(name string) (string, error) {
 	return q, nil
 }
 
-// WithFencing makes every acquisition return fencing tokens (Lease.Token,
-// Lease.Tokens): per key, a number greater than every token issued for that
-// key before, across all holders, processes and server restarts and crashes,
-// taken from the counter table (DefaultFenceTable for "") in the same
-// statement as the acquire, so it costs no extra round trip. Hand the token
+// WithFencing makes every acquisition return a fencing token (Lease.Token,
+// Lease.Tokens): a number greater than every token issued before for the
+// same key, across all holders, processes and server restarts and crashes,
+// and than the tokens of txlock.LockToken on the same table. Hand the token
 // to stores outside this database and have them reject writes with a token
-// lower than the highest they have seen: a holder that lost its lock without
-// noticing then cannot get a stale write through.
+// lower than the highest they have seen: a holder that lost its lock
+// without noticing then cannot get a stale write through.
 //
-// Only the order of tokens means something. A token is epoch<<40 | counter:
-// the counter counts acquisitions of the key, and the epoch (one row of the
-// table) goes up once per server lifetime, at the first acquisition after a
-// restart, a crash or a failover. The counter commits asynchronously (no WAL
-// flush per lock), so a crash can lose its latest bumps; but the epoch bump
-// commits durably before any token of the new epoch is returned, so every
-// token after a crash is above every token before it. Limits: 2^40
-// acquisitions of one key per server lifetime; across a failover, tokens are
-// as safe as the replication of the epoch bump (synchronous replication
-// makes them strictly increasing; with asynchronous replication a lost epoch
-// bump could repeat tokens); the server must run with fsync on.
+// Tokens come from one sequence, table's sequence (table: DefaultFenceTable
+// for ""; the sequence is the table's name plus "_seq"), drawn with nextval
+// in the acquire statement, so a token costs no extra round trip and no row
+// write. One counter for all keys is strictly increasing per key too: the
+// next holder of a key draws after the previous one did. All keys of one
+// acquisition (LockAll) get the same token; tokens of different keys are
+// not consecutive.
 //
-// Shared holders of a key at the same time each get a token of their own,
-// distinct from one another; each is greater than the tokens of every
-// earlier holder in either mode, and an exclusive holder's token is greater
-// than those of all shared holders before it. A try that is refused takes no
-// token.
+// Only the order of tokens means something. A token is epoch<<40 | counter.
+// The epoch lives in the table's one row and goes up at the first token
+// after a restart, a crash or a failover (a new server lifetime), durably,
+// before any token of it is returned; the draws commit asynchronously (no
+// WAL flush per lock), so a crash can lose the latest ones, but every token
+// after the crash is of a higher epoch. A backend session reads the epoch
+// once and keeps it in a session setting (pgadvisory.fence_ and 16 hex
+// digits), so the acquire statement does not read the table.
+//
+// Bounds: the counter part of a token rolls over into the next epoch after
+// 2^40 draws; there are 2^23 epochs, one used per server lifetime and one
+// per 2^40 draws, so tokens last for 2^63 draws: at 1,000,000 acquisitions
+// a second, 290,000 years, less 12.7 days of that rate per server lifetime
+// (8.4 million lifetimes would use them all). Across a failover, tokens are
+// as safe as the replication of the epoch's bump (synchronous replication
+// keeps them increasing); the server must run with fsync on.
+//
+// Shared holders of a key at the same time get distinct tokens, each
+// greater than the tokens of every earlier holder in either mode. A try
+// that is refused takes no token.
 //
 // The table must exist (CreateFenceTable); otherwise acquisitions fail with
-// ErrNoFenceTable (ErrNoFenceEpoch without its epoch row, ErrFenceLayout for
-// a table of another layout). A bad name makes them fail with
-// ErrBadFenceTable.
+// ErrNoFenceTable (ErrNoFenceEpoch without its row, ErrFenceOldLayout for a
+// table of the earlier per-key layout, ErrFenceLayout for any other). A bad
+// name makes them fail with ErrBadFenceTable: a table name has at most 59
+// bytes, so that its sequence's name fits PostgreSQL's 63. Fenced Lockers
+// keep a connection per lease (see WithSessions).
 func WithFencing(table string) Option {
 	return func(o *options) {
 		o.fencing = true
@@ -81,14 +108,16 @@ func WithFencing(table string) Option {
 }
 
 // FenceTableSQL returns the statements that create the fencing table (""
-// for DefaultFenceTable), for migrations: CREATE TABLE IF NOT EXISTS, then
-// the insert of its epoch row if missing, separated by ";\n". The layout:
+// for DefaultFenceTable), for migrations, separated by ";\n": CREATE TABLE
+// IF NOT EXISTS, CREATE SEQUENCE IF NOT EXISTS, then the insert of its one
+// row if missing. The layout:
 //
-//	kind  int2  0 = the epoch row, 1 = a bigint key, 2 = a pair key (as pg_locks.objsubid)
-//	key   int8  the bigint key, or a pair (a, b) packed as a<<32 | uint32(b); 0 for the epoch row
-//	token int8  the key's latest token; the epoch in the epoch row
-//	boot  text  epoch row only: the server lifetime that set the epoch
-//	PRIMARY KEY (kind, key)
+//	one   bool  PRIMARY KEY, always true: the table has one row
+//	epoch int8  the epoch: the high bits of every token
+//	base  int8  the draw of the sequence below the epoch's window of draws
+//	boot  text  the server lifetime that set the epoch
+//
+// and the sequence table_seq, from which every token is drawn.
 func FenceTableSQL(table string) (string, error) {
 	q, err := quoteTable(table)
 	if err != nil {
@@ -97,10 +126,25 @@ func FenceTableSQL(table string) (string, error) {
 	return strings.Join(sqltext.FenceTable(q), ";\n"), nil
 }
 
-// CreateFenceTable creates the fencing counter table ("" for
-// DefaultFenceTable) if it does not exist, and its epoch row if that is
-// missing; running it again is harmless. On a table of the same name with
-// another layout it fails with ErrFenceLayout.
+// FenceMigrateSQL returns the statements, separated by ";\n", that turn a
+// fencing table of the per-key layout of earlier versions (kind, key,
+// token, boot) into the current layout in one transaction: the new epoch
+// starts above the highest token the old table records, so that every later
+// token is above every token handed out before. Run it once, where the
+// earlier version's acquisitions have stopped (it locks the table).
+func FenceMigrateSQL(table string) (string, error) {
+	q, err := quoteTable(table)
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(sqltext.FenceMigrate(q), ";\n"), nil
+}
+
+// CreateFenceTable creates the fencing table ("" for DefaultFenceTable), its
+// sequence and its row, each if missing; running it again is harmless. On
+// a table of the earlier per-key layout it fails with ErrFenceOldLayout and
+// changes nothing (MigrateFenceTable migrates it); on a table of another
+// layout, with ErrFenceLayout.
 func CreateFenceTable(ctx context.Context, db *sql.DB, table string) error {
 	if db == nil {
 		return ErrNilDB
@@ -109,9 +153,53 @@ func CreateFenceTable(ctx context.Context, db *sql.DB, table string) error {
 	if err != nil {
 		return err
 	}
+	layout, err := fencing.Check(ctx, db, q)
+	if err != nil {
+		return errorf("advisory: reading the fencing table's layout: %w", err)
+	}
+	switch layout {
+	case fencing.Old:
+		return errorf("advisory: fencing table %s: %w", q, ErrFenceOldLayout)
+	case fencing.Other:
+		return errorf("advisory: fencing table %s: %w", q, ErrFenceLayout)
+	}
 	for _, stmt := range sqltext.FenceTable(q) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return errorf("advisory: creating the fencing table: %w", pgerr.FenceError(err))
+		}
+	}
+	return nil
+}
+
+// MigrateFenceTable migrates a fencing table of the per-key layout of
+// earlier versions ("" for DefaultFenceTable) as FenceMigrateSQL says, on
+// one connection of db. A table of the current layout is left as it is (it
+// still gets a missing sequence or row, as CreateFenceTable does); a missing
+// table is created.
+func MigrateFenceTable(ctx context.Context, db *sql.DB, table string) error {
+	if db == nil {
+		return ErrNilDB
+	}
+	q, err := quoteTable(table)
+	if err != nil {
+		return err
+	}
+	layout, err := fencing.Check(ctx, db, q)
+	if err != nil {
+		return errorf("advisory: reading the fencing table's layout: %w", err)
+	}
+	if layout != fencing.Old {
+		return CreateFenceTable(ctx, db, table)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return errorf("advisory: migrating the fencing table: %w", err)
+	}
+	defer conn.Close()
+	for _, stmt := range sqltext.FenceMigrate(q) {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+			return errorf("advisory: migrating the fencing table: %w", err)
 		}
 	}
 	return nil
@@ -127,7 +215,8 @@ func (ls *Lease) Token() int64 {
 }
 
 // Tokens returns the fencing token of every key, in the order of Keys, or
-// nil if the Locker has no WithFencing.
+// nil if the Locker has no WithFencing. The keys of one acquisition share
+// one token.
 func (ls *Lease) Tokens() []int64 {
 	if ls.tokens == nil {
 		return nil
@@ -135,28 +224,95 @@ func (ls *Lease) Tokens() []int64 {
 	return append([]int64(nil), ls.tokens...)
 }
 
-// fenceError maps a missing table to ErrNoFenceTable and a table of another
-// layout to ErrFenceLayout.
-func fenceError(err error) error {
-	if pgerr.SQLState(err) == pgerr.UndefinedTable {
-		return errorf("advisory: %w (%w)", ErrNoFenceTable, err)
+// queryFenced runs the fenced acquire statement of keys on conn and
+// returns how many of keys (a prefix) the session now holds, its backend
+// pid, and once all are held their token (the same for every key). A draw
+// that the session's cache of the epoch does not cover is resolved on conn
+// (internal/fencing): once per backend session, and once per 2^40 draws.
+func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
+	var q string
+	var args []any
+	if len(keys) == 1 {
+		q, args = sqltext.LockFenced(sqltext.Params, m, keys[0], timeout, l.opts.fenceTable)
+	} else {
+		q, args = sqltext.LockAllFenced(sqltext.Params, m, keys, timeout, l.opts.fenceTable)
 	}
-	return pgerr.FenceError(err)
+	var n int64
+	var pid int
+	var draw, token sql.NullInt64
+	var err error
+	if len(keys) == 1 {
+		var ok bool
+		err = l.fencedRow(ctx, conn, q, args, &ok, &pid, &draw, &token)
+		if ok {
+			n = 1
+		}
+	} else {
+		err = l.fencedRow(ctx, conn, q, args, &n, &pid, &draw, &token)
+	}
+	if err != nil {
+		return 0, 0, nil, fencing.Diagnose(ctx, conn, l.opts.fenceTable, err)
+	}
+	switch {
+	case n < 0 || n > int64(len(keys)):
+		return 0, pid, nil, errorf("advisory: server reported %d keys taken of %d", n, len(keys))
+	case n < int64(len(keys)):
+		return int(n), pid, nil, nil
+	case !draw.Valid:
+		return int(n), pid, nil, errorf("advisory: lock %v: no fencing draw from the server", keyArg(keys))
+	}
+	t := token.Int64
+	if !token.Valid {
+		var cache string
+		var at int
+		if t, cache, err = fencing.Resolve(ctx, conn, l.opts.fenceTable, draw.Int64); err == nil {
+			at, err = fencing.SetCache(ctx, conn, l.opts.fenceTable, cache)
+		}
+		if err == nil && at != pid {
+			// The statements after the acquire ran on another backend:
+			// only a pooler in transaction mode does that.
+			err = errorf("advisory: backend %d took the lock, backend %d answered next: %w", pid, at, ErrPooler)
+		}
+		if err != nil {
+			return int(n), pid, nil, errorf("advisory: lock %v: fencing token: %w", keyArg(keys), err)
+		}
+	}
+	tokens := make([]int64, len(keys))
+	for i := range tokens {
+		tokens[i] = t
+	}
+	return int(n), pid, tokens, nil
 }
 
-// parseTokens reads the comma-separated tokens of LockAllFenced.
-func parseTokens(s string, n int) ([]int64, error) {
-	parts := strings.Split(s, ",")
-	if len(parts) != n {
-		return nil, errorf("advisory: server returned %d fencing tokens for %d keys", len(parts), n)
+// fencedRow runs a fenced acquire statement q (built in the Params style)
+// on conn and scans its row into dest. Drivers of the Params style send it
+// as it is (pgx caches it as a prepared statement). Drivers of the Inline
+// style (lib/pq) would have the server plan its text on every call: they
+// run it as a session-level prepared statement instead
+// (sqltext.PrepareFenced), prepared the first time a session meets it. A
+// statement prepared on one backend and missing on the next is a pooler in
+// transaction mode (ErrPooler).
+func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, q string, args []any, dest ...any) error {
+	if l.style != sqltext.Inline {
+		return conn.QueryRowContext(ctx, q, args...).Scan(dest...)
 	}
-	out := make([]int64, n)
-	for i, p := range parts {
-		v, err := strconv.ParseInt(p, 10, 64)
-		if err != nil {
-			return nil, errorf("advisory: bad fencing token %q: %w", p, err)
+	p := sqltext.PrepareFenced(q, args)
+	err := conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
+	if pgerr.SQLState(err) != pgerr.UndefinedPrepared {
+		return err
+	}
+	// A session that has not prepared it yet: nothing ran.
+	if _, err := conn.ExecContext(ctx, p.Prepare); err != nil {
+		if pgerr.SQLState(err) == pgerr.DuplicatePrepared {
+			// The session said a moment ago that it had no such statement:
+			// another backend answers now.
+			return errorf("advisory: the fencing statement was missing on one backend and is prepared on the next: %w (%w)", ErrPooler, err)
 		}
-		out[i] = v
+		return err
 	}
-	return out, nil
+	err = conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
+	if pgerr.SQLState(err) == pgerr.UndefinedPrepared {
+		return errorf("advisory: the fencing statement prepared a moment ago is missing: %w (%w)", ErrPooler, err)
+	}
+	return err
 }

@@ -11,13 +11,13 @@ import (
 )
 
 // BenchmarkLockRelease is one uncontended Lock and Release of a key drawn
-// from a set of 1,000, per driver, without and with fencing (the counter
-// bump rides in the acquire statement). Every key of the set gets its
-// counter row before the timing starts, so the fenced runs update rows of a
-// steady-state table instead of inserting one per operation. It runs on the
-// shared test server, whose durability settings are itest's (or the env
-// server's); internal/benchsuite's BenchmarkFencing measures on a durable
-// private server. benchstat pairs the fencing=off and fencing=on rows:
+// from a set of 1,000, per driver, without and with fencing (the token is
+// drawn from the fencing sequence in the acquire statement). The warm-up
+// lets every session of the pool learn the epoch before the timing starts.
+// It runs on the shared test server, whose durability settings are itest's
+// (or the env server's); internal/benchsuite's BenchmarkFencingPaired
+// measures on a durable private server. benchstat pairs the fencing=off and
+// fencing=on rows:
 //
 //	go test -run '^$' -bench LockRelease -count 5 ./advisory | tee new.txt
 //	benchstat -col /fencing new.txt
@@ -40,7 +40,7 @@ func BenchmarkLockRelease(b *testing.B) {
 				b.Run(name, func(b *testing.B) {
 					l := advisory.New(db, opts...)
 					// Warm the pool (one connection, kept idle between
-					// iterations) and give every key its counter row.
+					// iterations), whose sessions learn the epoch.
 					for k := range benchKeys {
 						if lease, err := l.Lock(ctx, keyspace.Int64(int64(k))); err != nil {
 							b.Fatal(err)

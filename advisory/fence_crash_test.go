@@ -117,20 +117,21 @@ func TestFencingLifetime(t *testing.T) {
 	t.Logf("after a clean restart: %q (bgwriter reset %s)", id3, reset3)
 }
 
-// TestFencingCrash: tokens are committed asynchronously, so a crash loses
-// the latest bumps of a key's counter; the next token must still be above
-// every token handed out before. Per driver and per crash path (an
-// immediate stop, a backend killed with SIGKILL): take tokens of a key (the
-// first one of a lifetime bumps the epoch durably, the rest commit
-// asynchronously and stay in the WAL buffers), crash, then show that the
-// recovered counter row is below the highest token handed out (the crash
-// really lost commits) and that the next token, from advisory and from
-// txlock, is above it.
+// TestFencingCrash: draws of the fencing sequence commit asynchronously, so
+// a crash loses the latest ones (the sequence recovers to a value below
+// the highest draw handed out); the next token must still be above every
+// token handed out before. Per driver and per crash path (an immediate
+// stop, a backend killed with SIGKILL): take tokens of a key (the first one
+// of a lifetime bumps the epoch durably, the rest commit asynchronously and
+// stay in the WAL buffers: more than 32 of them, since a sequence writes
+// WAL once per 32 draws), crash, then show that the recovered sequence is
+// below the highest draw (the crash really lost draws) and that the next
+// token, from advisory and from txlock, is above every token before.
 func TestFencingCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and crashes a server of its own")
 	}
-	const n = 8
+	const n = 100
 	srv := itest.NewServer(t, itest.Config{Settings: crashSettings})
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		dsn := srv.NewDatabase(t)
@@ -154,8 +155,8 @@ func TestFencingCrash(t *testing.T) {
 				for i := range n {
 					if i == 1 {
 						// A synchronous commit flushes the WAL before it,
-						// so the key's row survives with its first token:
-						// what the crash takes are the later bumps.
+						// so the epoch's bump and the first draws survive:
+						// what the crash takes are the later draws.
 						if _, err := db.ExecContext(ctx, "INSERT INTO flush_marker VALUES (1)"); err != nil {
 							t.Fatal(err)
 						}
@@ -179,18 +180,14 @@ func TestFencingCrash(t *testing.T) {
 				db.Close()
 
 				db = itest.OpenDSN(t, driver, dsn)
-				// The key's row: 0 when the crash lost even its insert.
-				var raw, rawEpoch int64
-				a, b, _ := key.Pair()
-				if err := db.QueryRowContext(ctx, "SELECT coalesce((SELECT token FROM pgadvisory_fence WHERE kind = 2 AND key = $1), 0), (SELECT token FROM pgadvisory_fence WHERE kind = 0)",
-					int64(a)<<32|int64(uint32(b))).Scan(&raw, &rawEpoch); err != nil {
+				// The recovered sequence and epoch.
+				var last, base, rawEpoch int64
+				if err := db.QueryRowContext(ctx, "SELECT (SELECT last_value FROM pgadvisory_fence_seq), base, epoch FROM pgadvisory_fence").Scan(&last, &base, &rawEpoch); err != nil {
 					t.Fatal(err)
 				}
-				if raw != high-n+1 {
-					t.Logf("the recovered counter row holds %d, not the first token %d", raw, high-n+1)
-				}
-				if raw >= high {
-					t.Fatalf("the recovered counter row holds %d, the highest token handed out was %d: the crash lost no asynchronous commit, so the test shows nothing", raw, high)
+				highDraw := base + high&(1<<40-1)
+				if last >= highDraw {
+					t.Fatalf("the recovered sequence is at %d, the highest draw handed out was %d: the crash lost no asynchronous commit, so the test shows nothing", last, highDraw)
 				}
 				if rawEpoch != epoch {
 					t.Fatalf("the recovered epoch row holds %d, the tokens were of epoch %d: the epoch bump was not durable", rawEpoch, epoch)
@@ -214,8 +211,8 @@ func TestFencingCrash(t *testing.T) {
 				if err != nil || tok != next+1 {
 					t.Fatalf("txlock.NextToken after the crash = %d, %v; want %d", tok, err, next+1)
 				}
-				t.Logf("%d tokens up to %d (epoch %d, counter %d); after the crash the row held %d (counter %d: %d bumps lost), the next token is %d (epoch %d, counter %d)",
-					n, high, epoch, high&(1<<40-1), raw, raw&(1<<40-1), high-raw, next, next>>40, next&(1<<40-1))
+				t.Logf("%d tokens up to %d (epoch %d, counter %d, draw %d); after the crash the sequence was at %d (%d draws lost), the next token is %d (epoch %d, counter %d)",
+					n, high, epoch, high&(1<<40-1), highDraw, last, highDraw-last, next, next>>40, next&(1<<40-1))
 			})
 		}
 	})

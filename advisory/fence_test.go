@@ -69,13 +69,12 @@ func TestFencing(t *testing.T) {
 			s2.Release(ctx)
 			other := keyspace.Pair(5, 6)
 			all := next(l.LockAll(ctx, other, key))
-			// Sorted: the bigint key first, then the pair; keys count
-			// independently, so the pair's first token is the first of the
-			// epoch, whatever key did before.
+			// Sorted: the bigint key first, then the pair; every key of
+			// the set has the acquisition's one token.
 			toks := all.Tokens()
 			first := epochOf(t, e.db, table)<<40 + 1
-			if ks := all.Keys(); len(toks) != 2 || ks[0] != key || toks[0] != all.Token() || toks[1] != first {
-				t.Fatalf("keys %v tokens %v token %d; want the pair's first token %d", ks, toks, all.Token(), first)
+			if ks := all.Keys(); len(toks) != 2 || ks[0] != key || toks[0] != all.Token() || toks[1] != all.Token() {
+				t.Fatalf("keys %v tokens %v token %d; want the token for both keys", ks, toks, all.Token())
 			}
 			if a.Token() != first {
 				t.Fatalf("key's first token %d, want %d", a.Token(), first)
@@ -99,15 +98,18 @@ func epochOf(t *testing.T, db *sql.DB, table string) int64 {
 		table = advisory.DefaultFenceTable
 	}
 	var epoch int64
-	if err := db.QueryRow("SELECT token FROM " + table + " WHERE kind = 0 AND key = 0").Scan(&epoch); err != nil {
+	if err := db.QueryRow("SELECT epoch FROM " + table).Scan(&epoch); err != nil {
 		t.Fatalf("epoch of %s: %v", table, err)
 	}
 	return epoch
 }
 
-// TestFencingTableErrors: a table without its epoch row, and a table of the
-// earlier layout, fail with errors that name the fix, from the acquire and
-// from CreateFenceTable; CreateFenceTable puts a missing epoch row back.
+// TestFencingTableErrors: a table without its epoch row, a table of the
+// earlier per-key layout and a table of another layout fail with errors
+// that name the fix, from the acquire and from CreateFenceTable;
+// CreateFenceTable puts a missing epoch row back, and MigrateFenceTable
+// turns the per-key layout into the current one with every later token
+// above the old ones.
 func TestFencingTableErrors(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		e := setup(t, driver)
@@ -116,7 +118,7 @@ func TestFencingTableErrors(t *testing.T) {
 		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence WHERE kind = 0"); err != nil {
+		if _, err := e.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence"); err != nil {
 			t.Fatal(err)
 		}
 		l := advisory.New(e.db, advisory.WithFencing(""))
@@ -138,15 +140,49 @@ func TestFencingTableErrors(t *testing.T) {
 		}
 		lease.Release(ctx)
 
-		// The layout before epochs: (key, pair, token).
-		if _, err := e.db.ExecContext(ctx, "CREATE TABLE old_fence (key int8 NOT NULL, pair bool NOT NULL, token int8 NOT NULL, PRIMARY KEY (key, pair))"); err != nil {
+		// The per-key layout of the earlier version, with a high token.
+		const oldHigh = 5<<40 + 1234
+		for _, stmt := range []string{
+			"CREATE TABLE old_fence (kind int2 NOT NULL CHECK (kind IN (0, 1, 2)), key int8 NOT NULL, token int8 NOT NULL, boot text, PRIMARY KEY (kind, key))",
+			"INSERT INTO old_fence VALUES (0, 0, 5, 'x'), (1, 42, " + strconv.Itoa(oldHigh) + ", NULL), (2, 7, " + strconv.Itoa(5<<40+3) + ", NULL)",
+		} {
+			if _, err := e.db.ExecContext(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := advisory.CreateFenceTable(ctx, e.db, "old_fence"); !errors.Is(err, advisory.ErrFenceOldLayout) || !strings.Contains(err.Error(), "FenceMigrateSQL") {
+			t.Fatalf("CreateFenceTable on the old layout = %v, want ErrFenceOldLayout naming FenceMigrateSQL", err)
+		}
+		old := advisory.New(e.db, advisory.WithFencing("old_fence"))
+		if _, err := old.Lock(ctx, key); !errors.Is(err, advisory.ErrFenceOldLayout) {
+			t.Fatalf("Lock on the old layout = %v, want ErrFenceOldLayout", err)
+		}
+		if err := advisory.MigrateFenceTable(ctx, e.db, "old_fence"); err != nil {
 			t.Fatal(err)
 		}
-		if err := advisory.CreateFenceTable(ctx, e.db, "old_fence"); !errors.Is(err, advisory.ErrFenceLayout) {
-			t.Fatalf("CreateFenceTable on the old layout = %v, want ErrFenceLayout", err)
+		lease, err = old.Lock(ctx, key)
+		if err != nil {
+			t.Fatalf("Lock after MigrateFenceTable: %v", err)
 		}
-		if _, err := advisory.New(e.db, advisory.WithFencing("old_fence")).Lock(ctx, key); !errors.Is(err, advisory.ErrFenceLayout) {
-			t.Fatalf("Lock on the old layout = %v, want ErrFenceLayout", err)
+		if lease.Token() <= oldHigh {
+			t.Fatalf("first token after the migration %d, not above the old table's %d", lease.Token(), oldHigh)
+		}
+		t.Logf("after the migration: token %d (epoch %d), the old table's highest %d (epoch 5)", lease.Token(), lease.Token()>>40, oldHigh)
+		lease.Release(ctx)
+
+		// Another layout altogether.
+		if _, err := e.db.ExecContext(ctx, "CREATE TABLE other_fence (id int PRIMARY KEY, note text)"); err != nil {
+			t.Fatal(err)
+		}
+		if err := advisory.CreateFenceTable(ctx, e.db, "other_fence"); !errors.Is(err, advisory.ErrFenceLayout) {
+			t.Fatalf("CreateFenceTable on another layout = %v, want ErrFenceLayout", err)
+		}
+		if _, err := advisory.New(e.db, advisory.WithFencing("other_fence")).Lock(ctx, key); !errors.Is(err, advisory.ErrFenceLayout) {
+			t.Fatalf("Lock on another layout = %v, want ErrFenceLayout", err)
+		}
+		// A name whose sequence's name would not fit in 63 bytes.
+		if _, err := advisory.FenceTableSQL(strings.Repeat("x", 60)); !errors.Is(err, advisory.ErrBadFenceTable) {
+			t.Fatalf("a table name of 60 bytes = %v, want ErrBadFenceTable", err)
 		}
 	})
 }
@@ -201,10 +237,10 @@ func TestFencingTimeZones(t *testing.T) {
 }
 
 // TestFencingMonotonic: 8 connections take four keys over and over; the tokens,
-// in the order the holders got the lock, strictly increase (8 x 1,000 by
-// default, the count, spread over four keys so that their commits
-// share WAL flushes); each key counts on its own from the epoch's first
-// token, E<<40 + 1.
+// in the order the holders got the lock, strictly increase per key (8 x
+// 1,000 by default, the count, spread over four keys); all keys
+// draw from one sequence, so together the tokens are E<<40 + 1 .. E<<40 +
+// 8,000, each once.
 func TestFencingMonotonic(t *testing.T) {
 	const conns = 8
 	per := 1000 // the count; PGADVISORY_FENCE_ACQUISITIONS overrides it
@@ -246,28 +282,31 @@ func TestFencingMonotonic(t *testing.T) {
 		}
 		wg.Wait()
 		total := 0
+		var all []int64
 		for k, seq := range seqs {
 			total += len(seq)
+			all = append(all, seq...)
 			for i := 1; i < len(seq); i++ {
 				if seq[i] <= seq[i-1] {
 					t.Fatalf("key %v: token %d after %d", keys[k], seq[i], seq[i-1])
 				}
 			}
-			// One server lifetime, no crash: each key counts from the
-			// epoch's first token without gaps.
-			if first := epochOf(t, e.db, "")<<40 + 1; len(seq) > 0 && (seq[0] != first || seq[len(seq)-1] != first+int64(len(seq))-1) {
-				t.Fatalf("key %v: tokens from %d to %d for %d acquisitions (epoch's first token %d)", keys[k], seq[0], seq[len(seq)-1], len(seq), first)
+		}
+		// One server lifetime, no crash: the tokens of all keys together
+		// are the epoch's first ones, without a gap or a repeat.
+		slices.Sort(all)
+		first := epochOf(t, e.db, "")<<40 + 1
+		for i, tok := range all {
+			if tok != first+int64(i) {
+				t.Fatalf("token %d of %d (sorted) is %d, want %d", i, len(all), tok, first+int64(i))
 			}
 		}
 		counts := make([]int, len(seqs))
 		for k, seq := range seqs {
 			counts[k] = len(seq)
 		}
-		t.Logf("%d acquisitions from %d connections in %v: tokens strictly increasing per key, each key from the epoch's first token (acquisitions per key %v)",
+		t.Logf("%d acquisitions from %d connections in %v: tokens strictly increasing per key, all keys together the epoch's first tokens without a gap (acquisitions per key %v)",
 			total, conns, time.Since(start).Round(time.Millisecond), counts)
-		if !slices.IsSorted(seqs[0]) {
-			t.Fatal("unsorted")
-		}
 	})
 }
 

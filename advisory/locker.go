@@ -323,91 +323,30 @@ func (l *Locker) contended(key keyspace.Key, shared bool) {
 // query runs the acquire statement that answers with the backend pid: the
 // first on a connection, and every fenced or multi-key one.
 func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
+	if l.opts.fencing {
+		return l.queryFenced(ctx, conn, m, keys, timeout)
+	}
 	var pid int
 	if len(keys) == 1 {
 		var ok bool
-		var token sql.NullInt64
-		if l.opts.fencing {
-			q, args := sqltext.LockFenced(sqltext.Params, m, keys[0], timeout, l.opts.fenceTable)
-			if err := l.fencedRow(ctx, conn, q, args, &ok, &pid, &token); err != nil {
-				return 0, 0, nil, fenceError(err)
-			}
-		} else {
-			q, args := sqltext.Lock(l.style, m, keys[0], timeout)
-			if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid); err != nil {
-				return 0, 0, nil, err
-			}
+		q, args := sqltext.Lock(l.style, m, keys[0], timeout)
+		if err := conn.QueryRowContext(ctx, q, args...).Scan(&ok, &pid); err != nil {
+			return 0, 0, nil, err
 		}
-		switch {
-		case !ok:
+		if !ok {
 			return 0, pid, nil, nil
-		case token.Valid:
-			return 1, pid, []int64{token.Int64}, nil
-		case l.opts.fencing:
-			// Granted without a token: only a missing epoch row does that.
-			return 1, pid, nil, errorf("advisory: lock %v: %w", keys[0], ErrNoFenceEpoch)
 		}
 		return 1, pid, nil, nil
 	}
 	var n int64
-	var tokens []int64
-	if l.opts.fencing {
-		var list sql.NullString
-		q, args := sqltext.LockAllFenced(sqltext.Params, m, keys, timeout, l.opts.fenceTable)
-		if err := l.fencedRow(ctx, conn, q, args, &n, &pid, &list); err != nil {
-			return 0, 0, nil, fenceError(err)
-		}
-		if list.Valid {
-			var err error
-			if tokens, err = parseTokens(list.String, len(keys)); err != nil {
-				return 0, pid, nil, err
-			}
-		} else if n == int64(len(keys)) {
-			// All granted without tokens: only a missing epoch row does that.
-			return int(n), pid, nil, errorf("advisory: lock %v: %w", keyArg(keys), ErrNoFenceEpoch)
-		}
-	} else {
-		q, args := sqltext.LockAll(l.style, m, keys, timeout)
-		if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid); err != nil {
-			return 0, 0, nil, err
-		}
+	q, args := sqltext.LockAll(l.style, m, keys, timeout)
+	if err := conn.QueryRowContext(ctx, q, args...).Scan(&n, &pid); err != nil {
+		return 0, 0, nil, err
 	}
 	if n < 0 || n > int64(len(keys)) {
 		return 0, pid, nil, errorf("advisory: server reported %d keys taken of %d", n, len(keys))
 	}
-	return int(n), pid, tokens, nil
-}
-
-// fencedRow runs a fenced acquire statement q (built in the Params style)
-// on conn and scans its row into dest. Drivers of the Params style send it
-// as it is (pgx caches it as a prepared statement). Drivers of the Inline
-// style (lib/pq) would have the server plan its text on every call, which
-// costs more than running it: they run it as a session-level prepared
-// statement instead (sqltext.PrepareFenced), prepared the first time a
-// session meets it.
-func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, q string, args []any, dest ...any) error {
-	if l.style != sqltext.Inline {
-		return conn.QueryRowContext(ctx, q, args...).Scan(dest...)
-	}
-	p := sqltext.PrepareFenced(q, args)
-	err := conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
-	if pgerr.SQLState(err) != pgerr.UndefinedPrepared {
-		return err
-	}
-	// A session that has not prepared it yet: nothing ran.
-	if _, err := conn.ExecContext(ctx, p.Prepare); err != nil {
-		if pgerr.SQLState(err) == pgerr.DuplicatePrepared {
-			// The session said a moment ago that it had no such statement:
-			// another backend answers now.
-			return errorf("advisory: the fencing statement was missing on one backend and is prepared on the next: %w (%w)", ErrPooler, err)
-		}
-		return err
-	}
-	err = conn.QueryRowContext(ctx, p.Execute).Scan(dest...)
-	if pgerr.SQLState(err) == pgerr.UndefinedPrepared {
-		return errorf("advisory: the fencing statement prepared a moment ago is missing: %w (%w)", ErrPooler, err)
-	}
-	return err
+	return int(n), pid, nil, nil
 }
 
 // fail builds the error of a failed acquire: the context's error when the

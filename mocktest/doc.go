@@ -51,9 +51,11 @@
 //
 // For a Locker with advisory.WithFencing, give New WithFencing with the same
 // table: the acquire expectations then expect the fenced statements and hand
-// out tokens as a fresh counter table does in the server's first lifetime
-// (1<<40 + 1, 1<<40 + 2, ... per key: epoch 1; Token tells the latest), and ExpectLockNoFenceTable fails an acquire as a missing table
-// does (advisory.ErrNoFenceTable).
+// out tokens as a fresh fencing table does in the server's first lifetime,
+// drawn by a session that knows the epoch (1<<40 + 1, 1<<40 + 2, ... over
+// all keys: epoch 1; Token tells the latest of a key), and
+// ExpectLockNoFenceTable fails an acquire as a missing table does
+// (advisory.ErrNoFenceTable).
 //
 // A Locker with advisory.Hooks.Contended set tries before it waits: expect
 // ExpectTryLock(key, false) followed by ExpectLock(key) for a contended Lock,

@@ -40,13 +40,13 @@ func fencingRun(t *testing.T, l *advisory.Locker, holdB func() func()) ([][]int6
 }
 
 // TestFencing: with WithFencing the mock expects the fenced statements and
-// hands out the tokens a fresh counter table on a real server hands out.
+// hands out the tokens a fresh fencing table on a real server hands out.
 func TestFencing(t *testing.T) {
-	// A fresh table in the server's first lifetime: epoch 1, so a key's
-	// tokens are 1<<40 + 1, + 2, ... LockAll: keyA (a bigint) sorts before
-	// keyB (a pair).
+	// A fresh table in the server's first lifetime: epoch 1, so tokens
+	// are 1<<40 + 1, + 2, ... over all keys; LockAll gives every key of
+	// the set the same token.
 	const e = 1 << 40
-	want := [][]int64{{e + 1}, {e + 2}, {e + 3, e + 1}}
+	want := [][]int64{{e + 1}, {e + 2}, {e + 3, e + 3}}
 	check := func(t *testing.T, got [][]int64, tryErr error) {
 		t.Helper()
 		if !slices.EqualFunc(got, want, slices.Equal) {
@@ -68,8 +68,8 @@ func TestFencing(t *testing.T) {
 			m.ExpectTryLock(keyB, false)
 			got, err := fencingRun(t, m.Locker(), func() func() { return func() {} })
 			check(t, got, err)
-			if m.Token(keyA) != e+3 || m.Token(keyB) != e+1 || m.Token(keyC) != 0 {
-				t.Errorf("Token = %d, %d, %d; want e+3, e+1, 0", m.Token(keyA), m.Token(keyB), m.Token(keyC))
+			if m.Token(keyA) != e+3 || m.Token(keyB) != e+3 || m.Token(keyC) != 0 {
+				t.Errorf("Token = %d, %d, %d; want e+3, e+3, 0", m.Token(keyA), m.Token(keyB), m.Token(keyC))
 			}
 		})
 	}

@@ -65,10 +65,6 @@ func TestStatementsGolden(t *testing.T) {
 				add(fmt.Sprintf("%s XactLockAll %+v %v", st.name, m, timeout), q, a)
 			}
 		}
-		for _, k := range keys {
-			q, a := sqltext.FenceNext(st.style, k, `"pgadvisory_fence"`)
-			add(fmt.Sprintf("%s FenceNext %v", st.name, k), q, a)
-		}
 		for _, shared := range []bool{false, true} {
 			for _, k := range keys {
 				q, a := sqltext.Unlock(st.style, shared, k)
@@ -80,12 +76,18 @@ func TestStatementsGolden(t *testing.T) {
 	for i, q := range sqltext.FenceTable(`"pgadvisory_fence"`) {
 		add(fmt.Sprintf("FenceTable %d", i), q, nil)
 	}
-	for _, st := range []sqltext.Style{sqltext.Params, sqltext.Inline} {
-		for _, k := range keys {
-			q, a := sqltext.FenceCurrent(st, k, `"pgadvisory_fence"`)
-			add(fmt.Sprintf("FenceCurrent %v %v", st, k), q, a)
-		}
+	for i, q := range sqltext.FenceMigrate(`"app"."fence"`) {
+		add(fmt.Sprintf("FenceMigrate %d", i), q, nil)
 	}
+	const ft = `"pgadvisory_fence"`
+	add("FenceDraw", sqltext.FenceDraw(ft), nil)
+	add("FenceDrawTx", sqltext.FenceDrawTx(ft), nil)
+	add("FenceRedraw", sqltext.FenceRedraw(ft), nil)
+	add("FenceRead", sqltext.FenceRead(ft), nil)
+	add("FenceBump 7 8796093022207", sqltext.FenceBump(ft, 7, 1<<43-1), nil)
+	add("FenceSetCache", sqltext.FenceSetCache(ft, "8796093022208,9895604649983"), nil)
+	add("FenceLayout", sqltext.FenceLayout(ft), nil)
+	add("FenceStatus", sqltext.FenceStatus(ft), nil)
 	add("UnlockAll", sqltext.UnlockAll, nil)
 
 	path := filepath.Join("testdata", "statements.golden")

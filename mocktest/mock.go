@@ -5,7 +5,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +39,7 @@ type Mock struct {
 	mu       sync.Mutex
 	pid      int                    // the pid of the latest acquire expectation
 	tokens   map[keyspace.Key]int64 // the latest fencing token per key
+	drawn    map[string]int64       // draws per fencing table (quoted)
 	refusals []refusal              // the calls no expectation matched
 }
 
@@ -63,10 +63,12 @@ func WithLockTimeout(d time.Duration) Option {
 
 // WithFencing says that the code under test's Locker has
 // advisory.WithFencing(table): the session acquire expectations then expect
-// the statements that also bump the fencing counters, and answer with the
-// tokens a fresh table hands out in the server's first lifetime: 1<<40 + 1,
-// 1<<40 + 2, ... per key (epoch 1, counter 1, 2, ...), in the order the
-// expectations are added (Token tells the latest). Given to New or Open; Locker applies it too.
+// the statements that also draw fencing tokens, and answer with the
+// tokens a session that knows the epoch draws from a fresh table in the
+// server's first lifetime: 1<<40 + 1, 1<<40 + 2, ... over all keys (epoch 1,
+// counter 1, 2, ...; the keys of one LockAll share one token), in the order
+// the expectations are added (Token tells the latest of a key). Given to
+// New or Open; Locker applies it too.
 func WithFencing(table string) Option {
 	return func(c *config) { c.fencing, c.fenceName = true, table }
 }
@@ -145,7 +147,7 @@ func Open(opts ...Option) (*sql.DB, *Mock, error) {
 		return nil, nil, fmt.Errorf("mocktest: %w", err)
 	}
 	m := &Mock{Sqlmock: sm, smdb: smdb, keep: keep, timeout: c.timeout, lenient: c.lenient,
-		pid: firstPID - 1, tokens: map[keyspace.Key]int64{}}
+		pid: firstPID - 1, tokens: map[keyspace.Key]int64{}, drawn: map[string]int64{}}
 	m.db = sql.OpenDB(&connector{drv: smdb.Driver(), dsn: dsn, m: m})
 	if c.fencing {
 		// A name advisory refuses sends nothing, so its quoted form is never used.
@@ -221,25 +223,25 @@ func (m *Mock) Token(key keyspace.Key) int64 {
 	return m.tokens[key]
 }
 
-// firstToken is the first token of every key on a fresh fencing table in
-// the server's first lifetime: epoch 1 (the first acquisition bumps the
-// epoch row from 0), counter 1.
+// firstToken is the first token a fresh fencing table hands out in the
+// server's first lifetime: epoch 1 (the first draw finds the row's epoch 0
+// of no lifetime and bumps it), counter 1.
 const firstToken = 1<<sqltext.FenceCounterBits + 1
 
-// nextTokens bumps the fencing counter of every key, as a grant does on the
-// server, and returns the new tokens in the order of keys.
-func (m *Mock) nextTokens(keys []keyspace.Key) []string {
+// nextToken draws the next token of the fencing table table (quoted), as
+// a session that knows the epoch does on the server, for the grant of keys;
+// it returns the draw and the token. All keys of one grant share the token.
+func (m *Mock) nextToken(table string, keys []keyspace.Key) (draw, token int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	out := make([]string, len(keys))
-	for i, k := range keys {
-		if m.tokens[k] == 0 {
-			m.tokens[k] = firstToken - 1
-		}
-		m.tokens[k]++
-		out[i] = strconv.FormatInt(m.tokens[k], 10)
+	m.drawn[table]++
+	n := m.drawn[table]
+	token = firstToken - 1 + n
+	for _, k := range keys {
+		m.tokens[k] = token
 	}
-	return out
+	// The first bump moves the sequence to 2^40 - 1, the new epoch's base.
+	return 1<<sqltext.FenceCounterBits - 1 + n, token
 }
 
 // timeoutFor is the lock_timeout an expectation expects.

@@ -4,7 +4,6 @@ import (
 	"database/sql/driver"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/DATA-DOG/go-sqlmock"
@@ -90,12 +89,16 @@ func (m *Mock) ExpectLockConnLost(key keyspace.Key, opts ...Option) *sqlmock.Exp
 
 // ExpectLockNoFenceTable expects advisory's Lock of key on a Locker with
 // fencing (New with WithFencing) and fails it as the server does when the
-// fencing table does not exist (SQLSTATE 42P01): Lock returns an error
-// matching advisory.ErrNoFenceTable.
+// fencing table does not exist (SQLSTATE 42P01 for its sequence), then
+// expects the question advisory asks to name the fix and answers that there
+// is no such table: Lock returns an error matching advisory.ErrNoFenceTable.
+// It returns the expectation of the acquire.
 func (m *Mock) ExpectLockNoFenceTable(key keyspace.Key, opts ...Option) *sqlmock.ExpectedQuery {
 	q, args := m.acquireStmt(sqltext.Mode{Try: true}, []keyspace.Key{key}, 0)
-	return m.expect(q, args).WillReturnError(&pgconn.PgError{Severity: "ERROR", Code: pgerr.UndefinedTable,
-		Message: "relation " + m.fenceTable + " does not exist"})
+	e := m.expect(q, args).WillReturnError(&pgconn.PgError{Severity: "ERROR", Code: pgerr.UndefinedTable,
+		Message: "relation " + sqltext.FenceSeq(m.fenceTable) + " does not exist"})
+	m.expect(sqltext.FenceLayout(m.fenceTable), nil).WillReturnRows(sqlmock.NewRows([]string{"columns", "seq"}).AddRow(nil, false))
+	return e
 }
 
 // ExpectUnlock expects the release of an exclusive lease on key and answers
@@ -180,10 +183,6 @@ func (m *Mock) expectAcquire(mode sqltext.Mode, key keyspace.Key, timeout time.D
 func (m *Mock) expectAcquireAll(mode sqltext.Mode, keys []keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {
 	q, args := m.acquireStmt(mode, keys, timeout)
 	pid := m.nextPID()
-	var tokens []string
-	if acquired && m.fencing {
-		tokens = m.nextTokens(keys)
-	}
 	var row []driver.Value
 	switch {
 	case len(keys) == 1:
@@ -194,17 +193,13 @@ func (m *Mock) expectAcquireAll(mode sqltext.Mode, keys []keyspace.Key, timeout 
 		row = []driver.Value{int64(0), pid}
 	}
 	if m.fencing {
-		var token driver.Value // NULL when not granted
-		if tokens != nil {
-			if len(keys) == 1 {
-				token, _ = strconv.ParseInt(tokens[0], 10, 64)
-			} else {
-				token = strings.Join(tokens, ",")
-			}
+		var draw, token driver.Value // NULL when not granted
+		if acquired {
+			draw, token = m.nextToken(m.fenceTable, keys)
 		}
-		row = append(row, token)
+		row = append(row, draw, token)
 	}
-	cols := []string{"acquired", "pid", "token"}[:len(row)]
+	cols := []string{"acquired", "pid", "draw", "token"}[:len(row)]
 	return m.expect(q, args).WillReturnRows(sqlmock.NewRows(cols).AddRow(row...))
 }
 

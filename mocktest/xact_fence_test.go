@@ -10,7 +10,7 @@ import (
 )
 
 // TestXactLockToken drives txlock.LockToken against ExpectXactLockToken:
-// tokens count per key as a fresh counter table does.
+// tokens count over all keys as a fresh fencing table does.
 func TestXactLockToken(t *testing.T) {
 	ctx := context.Background()
 	db, m := mocktest.New(t)
@@ -34,7 +34,7 @@ func TestXactLockToken(t *testing.T) {
 	err := inTx(t, db, m, "commit", func() { m.ExpectXactLockToken(keyB, "public.fence") }, func(tx *sql.Tx) error {
 		got, err := txlock.LockToken(ctx, db, tx, keyB, "public.fence")
 		if err == nil && got != e+1 {
-			t.Errorf("first token of another key %d, want e+1", got)
+			t.Errorf("first token of another table %d, want e+1", got)
 		}
 		return err
 	})

@@ -43,7 +43,8 @@ func ExampleLockToken() {
 			err = tx.Rollback()
 		}
 		// Only the order of tokens means something (a token is
-		// epoch<<40 | counter).
+		// epoch<<40 | counter, the counter drawn from one sequence for
+		// all keys).
 		fmt.Println("higher than the last:", token > last, "commit:", commit, err)
 		last = token
 	}

@@ -11,9 +11,14 @@ import (
 )
 
 // newAcquirer takes session locks through package advisory, with a lease
-// that checks its connection every keepalive.
-func newAcquirer(db *sql.DB, keepalive time.Duration) acquireFunc {
-	l := advisory.New(db, advisory.WithKeepAlive(keepalive))
+// that checks its connection every keepalive, and with fencing tokens from
+// the fencing table fence (see advisory.WithFencing) when fence is not nil.
+func newAcquirer(db *sql.DB, keepalive time.Duration, fence *string) acquireFunc {
+	opts := []advisory.Option{advisory.WithKeepAlive(keepalive)}
+	if fence != nil {
+		opts = append(opts, advisory.WithFencing(*fence))
+	}
+	l := advisory.New(db, opts...)
 	return func(ctx context.Context, key keyspace.Key, shared, try bool) (held, error) {
 		var (
 			lease *advisory.Lease

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
@@ -47,6 +48,8 @@ type command struct {
 	quiet     bool // no "holding lock" line
 	keepalive time.Duration
 	grace     time.Duration
+	fence     bool   // take a fencing token, handed to CMD in PGLOCK_TOKEN
+	fenceTbl  string // the fencing table
 	argv      []string
 
 	// demo
@@ -127,6 +130,8 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 		fs.BoolVar(&c.quiet, "quiet", false, "")
 		fs.DurationVar(&c.keepalive, "keepalive", defaultKeepAlive, "")
 		fs.DurationVar(&c.grace, "grace", defaultGrace, "")
+		fs.BoolVar(&c.fence, "fence", false, "")
+		fs.StringVar(&c.fenceTbl, "fence-table", "", "")
 	case "demo":
 		connFlags(fs, c)
 		fs.IntVar(&c.workers, "workers", defaultWorkers, "")
@@ -216,6 +221,12 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 		}
 		if c.grace < 0 {
 			return nil, &usageError{usage: usage, msg: "--grace must not be negative"}
+		}
+		if c.fenceTbl != "" && !c.fence {
+			return nil, &usageError{usage: usage, msg: "--fence-table needs --fence"}
+		}
+		if _, err := advisory.FenceTableSQL(c.fenceTbl); c.fence && err != nil {
+			return nil, &usageError{usage: usage, msg: "--fence-table: " + trimPrefix(err)}
 		}
 	}
 	return c, nil

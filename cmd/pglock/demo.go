@@ -39,7 +39,7 @@ func runDemo(ctx context.Context, c *command, env func(string) string, out, prog
 
 	registerDemoNamespace()
 	run := newDemoRun()
-	acquire := newAcquirer(db, defaultKeepAlive)
+	acquire := newAcquirer(db, defaultKeepAlive, nil)
 	// The owner key says, for as long as this demo runs, that its table is
 	// in use; a demo killed before it could drop its table loses the key
 	// with its session, and the next demo drops the table.

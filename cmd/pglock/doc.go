@@ -8,7 +8,7 @@
 //	pglock run  [--try | --wait D] [--shared] [--quiet] [--keepalive D] [--grace D] [--ns N] [--name] NAME|ID -- CMD [ARGS...]
 //	pglock ls   [--json] [--all]
 //	pglock demo [--workers N] [--increments N] [--pause D]
-//	pglock fence init [--table T] [--print] | fence show [--table T] NAME|ID
+//	pglock fence init|migrate [--table T] [--print] | fence show [--table T] [NAME|ID]
 //
 // Every command answers --help; "pglock --version" prints the module version
 // pglock was built from ("(devel)" when the build recorded none). An unknown
@@ -166,15 +166,24 @@
 //
 // # pglock fence
 //
-// "pglock fence init" creates the fencing counter table that
-// advisory.WithFencing and txlock.LockToken take their tokens from
-// (pgadvisory_fence, or --table T, optionally schema.table) and its epoch
-// row if they do not exist; with --print it prints the SQL instead, for a
-// migration, and needs no server. "pglock fence show" prints a key (named as
-// with "pglock key") and the latest token the table records for it, 0 if
-// none. Tokens are epoch<<40 | counter and commit asynchronously: after a
-// server crash the latest token handed out can be higher than the one
-// recorded, and the next one is higher than both.
+// "pglock fence init" creates the fencing table, its sequence and its epoch
+// row, from which advisory.WithFencing and txlock.LockToken draw their
+// tokens (pgadvisory_fence and pgadvisory_fence_seq, or --table T,
+// optionally schema.table, and T_seq), if they do not exist; with --print it
+// prints the SQL instead, for a migration, and needs no server. On a table
+// of the per-key layout of earlier versions it fails, naming the fix, and
+// prints the SQL that migrates it; "pglock fence migrate" runs that SQL
+// (--print prints it): one transaction, after which every token is above
+// the old table's. "pglock fence show" prints the latest token the table
+// has handed out, 0 if none, after the key if one is named (as with
+// "pglock key"): tokens of all keys come from one sequence, so the next
+// token of every key is above it. Tokens are epoch<<40 | counter and draws
+// commit asynchronously: after a server crash the next token is of a new
+// epoch, above every token handed out before.
+//
+// "pglock run --fence NAME -- CMD" takes a fencing token with the lock and
+// hands it to CMD in PGLOCK_TOKEN (--fence-table T for another table), so
+// that a cron job can fence its writes to other stores.
 //
 // Exit statuses of key, ls, demo and fence: 0 success, 1 failure (a message
 // on standard error), 64 bad command line (EX_USAGE), 78 connection

@@ -19,11 +19,16 @@ func TestFence(t *testing.T) {
 	t.Parallel()
 	r := start(t, nil, "fence", "init", "--print", "--table", "app.fence").wait(t, 30*time.Second)
 	if r.code != 0 || !strings.Contains(r.stdout, `CREATE TABLE IF NOT EXISTS "app"."fence"`) ||
-		!strings.Contains(r.stdout, `INSERT INTO "app"."fence" (kind, key, token, boot) VALUES (0, 0, 0, NULL) ON CONFLICT (kind, key) DO NOTHING;`) {
+		!strings.Contains(r.stdout, `CREATE SEQUENCE IF NOT EXISTS "app"."fence_seq"`) ||
+		!strings.Contains(r.stdout, `INSERT INTO "app"."fence" (one, epoch, base, boot) VALUES (true, 0, 0, NULL) ON CONFLICT (one) DO NOTHING;`) {
 		t.Fatalf("fence init --print: %v", r)
 	}
+	r = start(t, nil, "fence", "migrate", "--print", "--table", "app.fence").wait(t, 30*time.Second)
+	if r.code != 0 || !strings.Contains(r.stdout, `DROP TABLE "app"."fence"`) || !strings.HasSuffix(r.stdout, "COMMIT;\n") {
+		t.Fatalf("fence migrate --print: %v", r)
+	}
 	for _, args := range [][]string{
-		{"fence"}, {"fence", "nope"}, {"fence", "init", "--table", "x;y", "--print"}, {"fence", "init", "extra"}, {"fence", "show"},
+		{"fence"}, {"fence", "nope"}, {"fence", "init", "--table", "x;y", "--print"}, {"fence", "init", "extra"}, {"fence", "show", "--ns", "x"},
 	} {
 		if r := start(t, nil, args...).wait(t, 30*time.Second); r.code != exitUsage || !strings.Contains(r.stderr, "Usage: pglock fence") {
 			t.Errorf("%q: want exit %d with the usage, got %v", args, exitUsage, r)
@@ -57,15 +62,32 @@ func TestFence(t *testing.T) {
 	}
 	r = start(t, d.env, "fence", "show", name).wait(t, 30*time.Second)
 	// A fresh table in the server's first lifetime: epoch 1, the third
-	// token of the key.
+	// token of the table (of any key).
 	if want := keyspace.Hash(name).String() + "\t" + strconv.FormatInt(1<<40+3, 10) + "\n"; r.code != 0 || r.stdout != want {
 		t.Fatalf("fence show: want %q, got %v", want, r)
 	}
-	r = start(t, d.env, "fence", "show", "--key", "(1,2)").wait(t, 30*time.Second)
-	if r.code != 0 || !strings.HasSuffix(r.stdout, "\t0\n") {
-		t.Fatalf("fence show of a key without tokens: %v", r)
+	r = start(t, d.env, "fence", "show").wait(t, 30*time.Second)
+	if want := strconv.FormatInt(1<<40+3, 10) + "\n"; r.code != 0 || r.stdout != want {
+		t.Fatalf("fence show without a key: want %q, got %v", want, r)
 	}
-	if _, err := d.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence WHERE kind = 0"); err != nil {
+	// A table of the per-key layout of earlier versions: init names the
+	// fix and prints its SQL; migrate applies it.
+	if _, err := d.db.ExecContext(ctx, "CREATE TABLE old_fence (kind int2 NOT NULL, key int8 NOT NULL, token int8 NOT NULL, boot text, PRIMARY KEY (kind, key)); INSERT INTO old_fence VALUES (0, 0, 3, NULL), (1, 1, 3298534883329, NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	r = start(t, d.env, "fence", "init", "--table", "old_fence").wait(t, 30*time.Second)
+	if r.code != exitError || !strings.Contains(r.stderr, "pglock fence migrate --table old_fence") || !strings.Contains(r.stderr, `DROP TABLE "old_fence"`) {
+		t.Fatalf("fence init on the old layout: %v", r)
+	}
+	if r := start(t, d.env, "fence", "migrate", "--table", "old_fence").wait(t, 30*time.Second); r.code != 0 {
+		t.Fatalf("fence migrate: %v", r)
+	}
+	lease, err := advisory.New(d.db, advisory.WithFencing("old_fence")).Lock(ctx, keyspace.Int64(1))
+	if err != nil || lease.Token() <= 3<<40+1 {
+		t.Fatalf("after fence migrate: %v, token above %d", err, int64(3<<40+1))
+	}
+	lease.Release(ctx)
+	if _, err := d.db.ExecContext(ctx, "DELETE FROM pgadvisory_fence"); err != nil {
 		t.Fatal(err)
 	}
 	r = start(t, d.env, "fence", "show", name).wait(t, 30*time.Second)

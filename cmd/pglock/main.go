@@ -34,8 +34,9 @@ Usage:
                                             run CMD only while holding the lock (flock for PostgreSQL)
   pglock ls   [--json] [--all]              who holds and who waits for advisory locks
   pglock demo                               lost updates without locks, none with them
-  pglock fence init [--table T] [--print]   create (or print) the fencing token table
-  pglock fence show [--table T] NAME|ID     the latest fencing token of a key
+  pglock fence init [--table T] [--print]   create (or print) the fencing table and sequence
+  pglock fence migrate [--table T] [--print]  migrate a fencing table of the per-key layout
+  pglock fence show [--table T] [NAME|ID]   the latest fencing token handed out
 
 An ID (a decimal integer such as 42) is the key itself; a NAME (anything else,
 or any argument after --name) is hashed.
@@ -92,9 +93,16 @@ pg_locks on standard error.
   --keepalive D    how often the held lock's connection is checked (default 2s)
   --grace D        after the lock is lost, how long CMD has between SIGTERM and SIGKILL (default 5s)
   --names L        namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES)
+  --fence          take a fencing token with the lock and hand it to CMD in
+                   PGLOCK_TOKEN (the table must exist: pglock fence init)
+  --fence-table T  the fencing table for --fence (default pgadvisory_fence)
 
 CMD runs in its own process group; SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to
-pglock are passed on to it. CMD's environment has PGLOCK_KEY set to the key.
+pglock are passed on to it. CMD's environment has PGLOCK_KEY set to the key,
+and with --fence PGLOCK_TOKEN to the fencing token: a decimal integer above
+every token handed out before for the key, by pglock or by a program's
+advisory.WithFencing or txlock.LockToken on the same table; have the stores CMD
+writes to reject a token lower than the highest they have seen.
 The session's application_name is "pglock run" and the key as named here.
 
 Exit status: CMD's own (128+N if it died of signal N); 75 if the lock was not

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -76,7 +77,11 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 		return exitUnavailable
 	}
 	defer db.Close()
-	acquire := newAcquirer(db, c.keepalive)
+	var fence *string
+	if c.fence {
+		fence = &c.fenceTbl
+	}
+	acquire := newAcquirer(db, c.keepalive, fence)
 
 	lockCtx := waitCtx
 	if c.wait > 0 {
@@ -108,7 +113,11 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 		return exitUnavailable
 	}
 	if !c.quiet {
-		errf("holding lock %s: key %s (pg_locks %s)", c.label, c.key, pgLocks(c.key))
+		token := ""
+		if t, ok := lease.(interface{ Token() int64 }); ok && c.fence {
+			token = ", fencing token " + strconv.FormatInt(t.Token(), 10)
+		}
+		errf("holding lock %s: key %s (pg_locks %s)%s", c.label, c.key, pgLocks(c.key), token)
 	}
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -126,6 +135,9 @@ func runRun(ctx context.Context, c *command, env func(string) string, io stdio) 
 	cmd := exec.Command(c.argv[0], c.argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = io.in, io.out, io.err
 	cmd.Env = append(os.Environ(), "PGLOCK_KEY="+c.key.String())
+	if t, ok := lease.(interface{ Token() int64 }); ok && c.fence {
+		cmd.Env = append(cmd.Env, "PGLOCK_TOKEN="+strconv.FormatInt(t.Token(), 10))
+	}
 	// Its own process group, so that terminating it on loss reaches the
 	// processes it started too (a shell's children).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

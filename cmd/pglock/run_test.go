@@ -408,3 +408,49 @@ func TestRunNumberKey(t *testing.T) {
 		t.Errorf("pglock run --ns: %v", r)
 	}
 }
+
+// TestRunFence: "pglock run --fence" hands CMD a fencing token in
+// PGLOCK_TOKEN, above the one of the run before and of a program's
+// advisory lease on the same key between them; without the table it names
+// the fix and runs nothing; a bad table name is a usage error.
+func TestRunFence(t *testing.T) {
+	t.Parallel()
+	d := newTestDB(t)
+	name := lockName(t)
+	script := `echo "$PGLOCK_TOKEN"`
+	r := start(t, d.env, "run", "--fence", name, "--", "sh", "-c", script).wait(t, 30*time.Second)
+	if r.code != exitUnavailable || !strings.Contains(r.stderr, "pglock fence init") || r.stdout != "" {
+		t.Fatalf("run --fence without the table: %v", r)
+	}
+	if r := start(t, d.env, "run", "--fence-table", "x", name, "--", "true").wait(t, 30*time.Second); r.code != exitUsage {
+		t.Fatalf("--fence-table without --fence: %v", r)
+	}
+	if r := start(t, d.env, "run", "--fence", "--fence-table", "x;y", name, "--", "true").wait(t, 30*time.Second); r.code != exitUsage {
+		t.Fatalf("a bad --fence-table: %v", r)
+	}
+	if r := start(t, d.env, "fence", "init").wait(t, 30*time.Second); r.code != 0 {
+		t.Fatalf("fence init: %v", r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var last int64
+	for i := range 3 {
+		if i == 1 {
+			lease, err := advisory.New(d.db, advisory.WithFencing("")).Lock(ctx, keyspace.Hash(name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lease.Token() <= last {
+				t.Fatalf("the program's token %d after pglock's %d", lease.Token(), last)
+			}
+			last = lease.Token()
+			lease.Release(ctx)
+		}
+		r := start(t, d.env, "run", "--fence", name, "--", "sh", "-c", script).wait(t, 30*time.Second)
+		tok, err := strconv.ParseInt(strings.TrimSpace(r.stdout), 10, 64)
+		if r.code != 0 || err != nil || tok <= last || !strings.Contains(r.stderr, "fencing token "+strconv.FormatInt(tok, 10)) {
+			t.Fatalf("run %d: token %q (%v) after %d: %v", i, r.stdout, err, last, r)
+		}
+		last = tok
+	}
+}

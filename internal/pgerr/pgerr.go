@@ -28,26 +28,35 @@ const (
 	FeatureNotSupport = "0A000"
 )
 
-// ErrNoFenceTable means fencing is on but the fencing table does not exist;
-// advisory and txlock both return it.
-var ErrNoFenceTable = errors.New("the fencing table does not exist: create it once with advisory.CreateFenceTable(ctx, db, table), the SQL of advisory.FenceTableSQL(table), or pglock fence init")
+// ErrNoFenceTable means fencing is on but the fencing table (or its
+// sequence) does not exist; advisory and txlock both return it.
+var ErrNoFenceTable = errors.New("the fencing table or its sequence does not exist: create them once with advisory.CreateFenceTable(ctx, db, table), the SQL of advisory.FenceTableSQL(table), or pglock fence init")
 
 // ErrBadFenceTable means a fencing table name is not a plain (optionally
 // schema-qualified) identifier; advisory and txlock both return it.
-var ErrBadFenceTable = errors.New("bad fencing table name: want letters, digits and underscores, optionally schema.table")
+var ErrBadFenceTable = errors.New("bad fencing table name: want letters, digits and underscores, at most 59 bytes for the table (its sequence adds _seq), optionally schema.table")
 
-// ErrNoFenceEpoch means the fencing table exists but has no epoch row (kind
-// 0), which every token needs; advisory and txlock both return it.
-var ErrNoFenceEpoch = errors.New("the fencing table has no epoch row (kind 0): run advisory.CreateFenceTable or pglock fence init again, which adds it")
+// ErrNoFenceEpoch means the fencing table exists but has no row, which holds
+// the epoch that every token needs; advisory and txlock both return it.
+var ErrNoFenceEpoch = errors.New("the fencing table has no epoch row: run advisory.CreateFenceTable or pglock fence init again, which adds it")
 
-// ErrFenceLayout means a table of the fencing table's name exists with
-// another layout, such as the (kind-less) layout of an unreleased earlier
-// version; advisory and txlock both return it.
-var ErrFenceLayout = errors.New("the fencing table has another layout than (kind int2, key int8, token int8, boot text, PRIMARY KEY (kind, key)): drop it (or pick another name with WithFencing) and create it again with advisory.CreateFenceTable or pglock fence init")
+// ErrFenceLayout means a table of the fencing table's name exists with a
+// layout that is neither the current one nor the per-key one of earlier
+// versions (ErrFenceOldLayout); advisory and txlock both return it.
+var ErrFenceLayout = errors.New("the fencing table has another layout than (one bool, epoch int8, base int8, boot text): pick another name with WithFencing, or drop it and create it again with advisory.CreateFenceTable or pglock fence init")
 
-// FenceError maps the errors of a statement on the fencing table: a table
-// of another layout to ErrFenceLayout (the server's error stays in the
-// chain); other errors are returned as they are.
+// ErrFenceOldLayout means the fencing table has the per-key layout of
+// earlier versions (kind, key, token, boot), whose rows grew with the keys;
+// advisory and txlock both return it.
+var ErrFenceOldLayout = errors.New("the fencing table has the per-key layout of an earlier version (kind, key, token, boot): migrate it once, keeping every later token above the old ones, with the SQL of advisory.FenceMigrateSQL(table) or pglock fence migrate (pglock fence init prints that SQL)")
+
+// ErrFenceExhausted means the fencing table's epoch reached its limit
+// (2^23 - 1): no higher token can be made.
+var ErrFenceExhausted = errors.New("the fencing epochs are exhausted: no token above the last one fits in 63 bits")
+
+// FenceError maps the errors of a statement on the fencing table whose
+// layout is not checked: a table of another layout to ErrFenceLayout (the
+// server's error stays in the chain); other errors are returned as they are.
 func FenceError(err error) error {
 	switch SQLState(err) {
 	case UndefinedColumn, InvalidColumnRef:

@@ -13,15 +13,18 @@ import (
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
 
-// DefaultFenceTable is the name of the fencing counter table when none is
-// given (the same value as advisory.DefaultFenceTable).
+// DefaultFenceTable is the name of the fencing table when none is given (the
+// same value as advisory.DefaultFenceTable).
 const DefaultFenceTable = "pgadvisory_fence"
 
-var fenceIdentRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
+// The table part is at most 59 bytes, so that the sequence's name (the
+// table's plus "_seq") fits PostgreSQL's 63.
+var fenceIdentRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]{0,62}\.)?[A-Za-z_][A-Za-z0-9_]{0,58}$`)
 
 // QuoteFenceTable validates a fencing table name ("" is DefaultFenceTable):
-// letters, digits and underscores, optionally schema.table. It returns the
-// name with each part double-quoted, and false for any other name.
+// letters, digits and underscores, at most 59 bytes, optionally
+// schema.table. It returns the name with each part double-quoted, and false
+// for any other name.
 func QuoteFenceTable(name string) (string, bool) {
 	if name == "" {
 		name = DefaultFenceTable
@@ -36,18 +39,27 @@ func QuoteFenceTable(name string) (string, bool) {
 	return strings.Join(parts, "."), true
 }
 
-// The fencing table holds one row per key that ever had a token and one
-// epoch row. Its kind column tells them apart, with the numbers of
-// pg_locks.objsubid for the keys.
-const (
-	FenceKindEpoch = 0 // the epoch row: key 0, token = the epoch, boot = the server lifetime that set it
-	FenceKindInt64 = 1 // a bigint key: key is the key
-	FenceKindPair  = 2 // a pair key (a, b): key is a<<32 | uint32(b)
-)
+// FenceSeq is the sequence of the fencing table table (a quoted identifier,
+// as QuoteFenceTable returns): the table's name plus "_seq", in its schema.
+func FenceSeq(table string) string {
+	return strings.TrimSuffix(table, `"`) + `_seq"`
+}
 
-// FenceCounterBits is how many low bits of a token count acquisitions of
-// one key within one epoch: a token is epoch<<FenceCounterBits | counter.
-const FenceCounterBits = 40
+// FenceSetting is the name of the session setting in which a backend keeps
+// what it knows of the epoch of table (a quoted identifier): "offset,limit",
+// so that a draw s below limit has the token s + offset. One setting per
+// table; a custom setting with a dot in its name needs no privilege.
+func FenceSetting(table string) string {
+	if v, ok := fenceSettings.Load(table); ok {
+		return v.(string)
+	}
+	sum := sha256.Sum256([]byte(table))
+	name := "pgadvisory.fence_" + hex.EncodeToString(sum[:8])
+	fenceSettings.Store(table, name)
+	return name
+}
+
+var fenceSettings sync.Map // quoted table -> setting name
 
 // FenceLifetime is the SQL expression that names the running server's
 // lifetime: it changes on every restart (the postmaster's start time), on a
@@ -62,138 +74,184 @@ const FenceCounterBits = 40
 const FenceLifetime = "(to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' ' || " +
 	"coalesce(to_char(pg_stat_get_bgwriter_stat_reset_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), '-'))"
 
-// fenceEpoch renders the two CTEs every token-taking statement shares, for
-// table (a quoted identifier). gateFrom and gateCond, if not empty, are a
-// FROM item joined in and a condition on it that must hold for a token to
-// be taken (the lock was granted).
-//
-//   - e reads the epoch row as the statement's snapshot sees it (no row
-//     lock): epoch is the epoch this statement's tokens belong to, stale is
-//     true when the row was set in another server lifetime than this one.
-//     When stale, the epoch is the row's token + 1: either this statement
-//     bumps it (b), or a concurrent statement of this lifetime already did
-//     (b then updates nothing: the row it waited for, re-checked, is no
-//     longer stale), and there is exactly one bump per lifetime, so both
-//     give the same number.
-//   - b is that bump, at most once per lifetime.
-//
-// The synchronous_commit of the statement is set by fenceSync.
-func fenceEpoch(table, gateFrom, gateCond string) string {
-	from := "(SELECT " + FenceLifetime + " AS boot) AS i, " + table + " AS c"
-	cond := "c.kind = 0 AND c.key = 0"
-	if gateFrom != "" {
-		from += ", " + gateFrom
-		cond = gateCond + " AND " + cond
-	}
-	return "e AS (SELECT c.token + (c.boot IS DISTINCT FROM i.boot)::int4 AS epoch, c.boot IS DISTINCT FROM i.boot AS stale, i.boot " +
-		"FROM " + from + " WHERE " + cond + "), " +
-		"b AS (UPDATE " + table + " AS c SET token = c.token + 1, boot = e.boot FROM e " +
-		"WHERE e.stale AND c.kind = 0 AND c.key = 0 AND c.boot IS DISTINCT FROM e.boot RETURNING c.token)"
+// fenceToken renders the token of a draw: the draw (column s of the FROM
+// item n) plus the session's cached offset when the draw is below the cached
+// limit (the setting's value, column c of n), else NULL: no cache yet in this
+// session, or the draw left the epoch's window, and the caller resolves the
+// draw (internal/fencing.Resolve).
+func fenceToken() string {
+	return "CASE WHEN n.s < nullif(split_part(n.c, ',', 2), '')::int8 THEN n.s + nullif(split_part(n.c, ',', 1), '')::int8 END"
 }
 
-// fenceUpsert renders the CTE f that bumps the counter of every key in rows
-// (a FROM list that may use e and yields columns kind int4, v int8): a new
-// row starts at the epoch's first token, an existing one goes one past its
-// latest committed value or to the epoch's first token, whichever is
-// higher. It returns kind, key and the new token.
-func fenceUpsert(table, rows string) string {
-	return "f AS (INSERT INTO " + table + " AS c (kind, key, token) SELECT n.kind, n.v, (e.epoch << " + strconv.Itoa(FenceCounterBits) + ") + 1 FROM " + rows + ", e " +
-		"ON CONFLICT (kind, key) DO UPDATE SET token = GREATEST(c.token + 1, excluded.token) RETURNING c.kind, c.key, c.token)"
+// fenceCache renders the read of the session's cache of table.
+func fenceCache(table string) string {
+	return "current_setting('" + FenceSetting(table) + "', true)"
 }
 
-// fenceSync is a condition, true whenever it is evaluated, that sets
-// synchronous_commit for the statement's transaction: off, so that a token
-// costs no WAL flush, unless the statement found the epoch stale (it bumped
-// the epoch, or raced the statement that did): then the session's own
-// setting stays (local if that is off), so the new epoch is durable before
-// any token of it is returned.
-func fenceSync() string {
-	return "set_config('synchronous_commit', CASE WHEN (SELECT e.stale FROM e) THEN " +
-		"CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local' ELSE current_setting('synchronous_commit') END " +
-		"ELSE 'off' END, true) IS NOT NULL"
+// nextval renders the draw from the sequence of table.
+func nextval(table string) string {
+	return "nextval('" + FenceSeq(table) + "'::regclass)"
 }
 
-// packed renders k as the (kind, key) pair that the fencing table stores.
-func (b *builder) packed(k keyspace.Key) (string, string) {
-	if x, y, ok := k.Pair(); ok {
-		return strconv.Itoa(FenceKindPair), b.int8(int64(x)<<32 | int64(uint32(y)))
-	}
-	n, _ := k.Int64()
-	return strconv.Itoa(FenceKindInt64), b.int8(n)
-}
+// asyncCommit is a condition, true whenever it is evaluated, that makes the
+// statement's transaction commit without waiting for the WAL flush: a draw
+// that a crash loses is covered by the epoch, which goes up durably after
+// every crash before any token of it is handed out.
+const asyncCommit = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 
-// LockFenced is Lock plus a fencing token in the same round trip: when the
-// lock is taken, the counter of k in table (a quoted identifier, see
-// FenceTable) is bumped in the same statement, within the current epoch
-// (see fenceEpoch). It returns one row: (acquired bool, backend pid int4,
-// token int8). The token is NULL when not acquired, and also when acquired
-// but the table has no epoch row. lock_timeout, when set, also bounds the
-// wait for the counter rows; a failure after the grant leaves the lock held
-// by the session.
+// LockFenced is Lock plus a fencing draw in the same round trip: when the
+// lock is taken, nextval of the table's sequence (table: a quoted
+// identifier, see QuoteFenceTable), in a transaction that commits
+// asynchronously. It returns one row: (acquired bool, backend pid int4, draw
+// int8, token int8). draw is NULL when not acquired; token is the draw's
+// token when the session's cache of the epoch covers it, else NULL, and the
+// caller resolves the draw (internal/fencing). lock_timeout, when set,
+// bounds the wait for the lock only; a failure after the grant (a missing
+// sequence) leaves the lock held by the session.
 func LockFenced(s Style, m Mode, k keyspace.Key, timeout time.Duration, table string) (string, []any) {
 	b := &builder{style: s}
 	expr := b.withTimeout(b.acquire("", m, k), timeout)
-	kind, v := b.packed(k)
-	return "WITH l AS (SELECT " + expr + " AS ok, pg_backend_pid() AS pid), " +
-		fenceEpoch(table, "l", "l.ok") + ", " +
-		fenceUpsert(table, "(SELECT "+kind+" AS kind, "+v+" AS v) AS n") + " " +
-		"SELECT l.ok, l.pid, (SELECT token FROM f) FROM l WHERE " + fenceSync(), b.args
+	return fenced(expr+" AS ok", "l.ok", table), b.args
 }
 
-// LockAllFenced is LockAll plus one fencing token per key in the same round
-// trip, bumped only when every key was taken. It returns one row: (acquired
-// int8, backend pid int4, tokens as text: comma-separated decimal integers in
-// the order of keys, NULL when not all were taken or the table has no epoch
-// row).
+// fenced renders the fenced acquire around acquire (a select list item
+// that takes the lock, named ok or n) and granted (the condition on l that
+// says it was taken).
+func fenced(acquire, granted, table string) string {
+	return "WITH l AS MATERIALIZED (SELECT " + acquire + ", pg_backend_pid() AS pid), " +
+		"n AS MATERIALIZED (SELECT " + nextval(table) + " AS s, " + fenceCache(table) + " AS c FROM l WHERE " + granted + " AND " + asyncCommit + ") " +
+		"SELECT l.*, n.s, " + fenceToken() + " FROM l LEFT JOIN n ON true"
+}
+
+// LockAllFenced is LockAll plus one fencing draw in the same round trip,
+// taken only when every key was taken: every key of the set gets the same
+// token. It returns one row: (acquired int8, backend pid int4, draw int8,
+// token int8), draw and token as in LockFenced.
 func LockAllFenced(s Style, m Mode, keys []keyspace.Key, timeout time.Duration, table string) (string, []any) {
 	b := &builder{style: s}
 	expr := b.withTimeout(b.lockAll("", m, keys), timeout)
-	v, p := b.keyArrays(keys)
-	return "WITH l AS (SELECT " + expr + " AS n, pg_backend_pid() AS pid), " +
-		"k AS (SELECT u.v, CASE WHEN u.p THEN " + strconv.Itoa(FenceKindPair) + " ELSE " + strconv.Itoa(FenceKindInt64) + " END AS kind, u.ord " +
-		"FROM unnest(" + v + ", " + p + ") WITH ORDINALITY AS u(v, p, ord)), " +
-		fenceEpoch(table, "l", "l.n = "+strconv.Itoa(len(keys))) + ", " +
-		fenceUpsert(table, "k AS n") + " " +
-		"SELECT l.n, l.pid, (SELECT string_agg(f.token::text, ',' ORDER BY k.ord) FROM f JOIN k ON f.key = k.v AND f.kind = k.kind) " +
-		"FROM l WHERE " + fenceSync(), b.args
+	return fenced(expr+" AS n", "l.n = "+strconv.Itoa(len(keys)), table), b.args
 }
 
-// FenceNext bumps the fencing counter of k in table (a quoted identifier) in
-// a statement of its own, with the epoch logic of LockFenced, and returns
-// one row: (token int8, NULL when the table has no epoch row). txlock sends
-// it outside the caller's transaction, in autocommit, so that a token once
-// returned is never rolled back.
-func FenceNext(s Style, k keyspace.Key, table string) (string, []any) {
-	b := &builder{style: s}
-	kind, v := b.packed(k)
-	return "WITH " + fenceEpoch(table, "", "") + ", " +
-		fenceUpsert(table, "(SELECT "+kind+" AS kind, "+v+" AS v) AS n") + " " +
-		"SELECT (SELECT token FROM f) WHERE " + fenceSync(), b.args
+// FenceDraw draws a fencing token from the sequence of table (a quoted
+// identifier) in a statement of its own, committed asynchronously, outside
+// any transaction block (txlock.NextToken sends it on a pooled connection).
+// It returns one row: (draw int8, token int8), token as in LockFenced.
+func FenceDraw(table string) string {
+	return "SELECT n.s, " + fenceToken() + " FROM (SELECT " + nextval(table) + " AS s, " + fenceCache(table) + " AS c WHERE " + asyncCommit + ") AS n"
 }
 
-// FenceCurrent reads the fencing state of k in table (a quoted identifier)
-// without changing it: one row (token int8: the latest token of k that the
-// table records, 0 if none; epoch int8: the epoch row's value), or no row
-// when the table has no epoch row. After a crash the recorded token can be
-// below the latest one handed out (tokens commit asynchronously); the next
-// token is above both.
-func FenceCurrent(s Style, k keyspace.Key, table string) (string, []any) {
-	b := &builder{style: s}
-	kind, v := b.packed(k)
-	return "SELECT coalesce((SELECT c.token FROM " + table + " AS c WHERE c.kind = " + kind + " AND c.key = " + v + "), 0), e.token " +
-		"FROM " + table + " AS e WHERE e.kind = 0 AND e.key = 0", b.args
+// FenceDrawTx draws a fencing token from the sequence of table (a quoted
+// identifier) inside the caller's transaction, whose commit it leaves as it
+// is: a draw is never undone, not even by a rollback. It returns one row:
+// (draw int8, token int8), token as in LockFenced; draw is NULL in a
+// read-only transaction, which cannot call nextval (the caller then draws
+// on another connection).
+func FenceDrawTx(table string) string {
+	return "SELECT n.s, " + fenceToken() + " FROM (SELECT CASE WHEN current_setting('transaction_read_only') = 'off' THEN " + nextval(table) + " END AS s, " +
+		fenceCache(table) + " AS c) AS n"
 }
+
+// FenceRedraw is a bare draw from the sequence of table, committed
+// asynchronously: one row (draw int8). internal/fencing sends it when a
+// draw fell below the window of the epoch that a concurrent bump started.
+func FenceRedraw(table string) string {
+	return "SELECT " + nextval(table) + " WHERE " + asyncCommit
+}
+
+// FenceRead reads the epoch row of table (a quoted identifier): one row
+// (epoch int8, base int8, current bool: whether the epoch was set in this
+// server lifetime), or none when the row is missing.
+func FenceRead(table string) string {
+	return "SELECT c.epoch, c.base, c.boot IS NOT DISTINCT FROM " + FenceLifetime + " FROM " + table + " AS c"
+}
+
+// FenceBump starts a new epoch of table (a quoted identifier) if the epoch
+// is still seen (another session may have started one meanwhile): epoch + 1,
+// base as the new window's base, the current server lifetime; and moves the
+// sequence to base if it is below it, so that every later draw is above
+// the windows of all earlier epochs. Its commit waits for the WAL flush (the
+// session's synchronous_commit, local if that is off), so that the epoch is
+// durable before any token of it is handed out. It returns one row (epoch
+// int8, the sequence's new value or NULL) when it bumped, none when the
+// epoch had moved on (nothing changed then).
+func FenceBump(table string, seen, base int64) string {
+	seq := FenceSeq(table)
+	b := strconv.FormatInt(base, 10)
+	return "WITH u AS (UPDATE " + table + " AS c SET epoch = c.epoch + 1, base = " + b + ", boot = " + FenceLifetime +
+		" WHERE c.epoch = " + strconv.FormatInt(seen, 10) + " RETURNING c.epoch) " +
+		"SELECT u.epoch, (SELECT CASE WHEN q.last_value < " + b + " THEN setval('" + seq + "'::regclass, " + b + ") END FROM " + seq + " AS q) FROM u " +
+		"WHERE set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'off' THEN 'local' ELSE current_setting('synchronous_commit') END, true) IS NOT NULL"
+}
+
+// FenceSetCache stores value ("offset,limit") as the session's cache of the
+// epoch of table (a quoted identifier). Set inside a transaction block, it
+// is undone by a rollback. It returns one row: (value text, backend pid
+// int4), the pid so that a caller can tell that a pooler moved it to
+// another backend since its acquire.
+func FenceSetCache(table, value string) string {
+	return "SELECT set_config('" + FenceSetting(table) + "', '" + value + "', false), pg_backend_pid()"
+}
+
+// FenceLayout describes what a relation of the fencing table's name is: one
+// row (columns text: the table's column names in order, comma-separated,
+// NULL when there is no such table; seq bool: whether its sequence exists).
+func FenceLayout(table string) string {
+	return "SELECT (SELECT string_agg(a.attname::text, ',' ORDER BY a.attnum) FROM pg_attribute AS a WHERE a.attrelid = to_regclass('" + table + "') AND a.attnum > 0 AND NOT a.attisdropped), " +
+		"to_regclass('" + FenceSeq(table) + "') IS NOT NULL"
+}
+
+// FenceColumns are the columns of the fencing table, in order, as
+// FenceLayout reports them.
+var FenceColumns = []string{"one", "epoch", "base", "boot"}
+
+// FenceOldColumns are the columns of the per-key layout of earlier versions.
+var FenceOldColumns = []string{"kind", "key", "token", "boot"}
 
 // FenceTable returns the statements that create the fencing table, for a
-// table name that is already a quoted identifier: the table if it does not
-// exist, then its epoch row if it is missing. Both are idempotent; on a
-// table of another layout the second fails (SQLSTATE 42703 or 42P10).
+// table name that is already a quoted identifier: the table, its sequence
+// and its one row, each only if missing. The row holds the epoch, the base
+// of its window of draws, and the server lifetime that set it.
 func FenceTable(table string) []string {
 	return []string{
 		"CREATE TABLE IF NOT EXISTS " + table + " (" +
-			"kind int2 NOT NULL CHECK (kind IN (0, 1, 2)), key int8 NOT NULL, token int8 NOT NULL, boot text, PRIMARY KEY (kind, key))",
-		"INSERT INTO " + table + " (kind, key, token, boot) VALUES (0, 0, 0, NULL) ON CONFLICT (kind, key) DO NOTHING",
+			"one bool PRIMARY KEY DEFAULT true CHECK (one), epoch int8 NOT NULL CHECK (epoch >= 0), base int8 NOT NULL, boot text)",
+		"CREATE SEQUENCE IF NOT EXISTS " + FenceSeq(table) + " AS int8 MINVALUE 1 NO CYCLE",
+		"INSERT INTO " + table + " (one, epoch, base, boot) VALUES (true, 0, 0, NULL) ON CONFLICT (one) DO NOTHING",
 	}
+}
+
+// FenceMigrate returns the statements that turn a table of the per-key
+// layout of earlier versions (kind, key, token, boot) into the current
+// layout, in one transaction: the new epoch starts above the highest token
+// the old table records (tokens of the old layout are epoch<<40 | counter
+// too), so that every new token is above every old one; at the first token
+// the epoch goes up once more (the row's lifetime is unset). The per-key
+// rows are dropped with the old table.
+func FenceMigrate(table string) []string {
+	create := FenceTable(table)
+	return []string{
+		"BEGIN",
+		"LOCK TABLE " + table + " IN ACCESS EXCLUSIVE MODE",
+		"CREATE TEMPORARY TABLE pgadvisory_fence_highest ON COMMIT DROP AS SELECT coalesce(max(o.token), 0) AS token FROM " + table + " AS o",
+		"DROP TABLE " + table,
+		create[0],
+		create[1],
+		"INSERT INTO " + table + " (one, epoch, base, boot) SELECT true, (h.token >> " + strconv.Itoa(FenceCounterBits) + ") + 1, 0, NULL FROM pgadvisory_fence_highest AS h",
+		"COMMIT",
+	}
+}
+
+// FenceCounterBits is how many low bits of a token count draws within one
+// epoch: a token is epoch<<FenceCounterBits | counter.
+const FenceCounterBits = 40
+
+// FenceStatus reads what pglock fence show prints: one row (epoch int8,
+// base int8, current bool as in FenceRead, last int8: the sequence's latest
+// draw, or NULL if it has not drawn yet).
+func FenceStatus(table string) string {
+	seq := FenceSeq(table)
+	return "SELECT c.epoch, c.base, c.boot IS NOT DISTINCT FROM " + FenceLifetime + ", (SELECT CASE WHEN q.is_called THEN q.last_value END FROM " + seq + " AS q) FROM " + table + " AS c"
 }
 
 // Prepared is a fenced statement as a session-level prepared statement, for
