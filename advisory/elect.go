@@ -44,10 +44,6 @@ const (
 	DefaultElectBackoffMax = 5 * time.Second
 )
 
-// appPrefix starts the application_name of an elected leader's session:
-// "pgadvisory:" term ":" identity.
-const appPrefix = "pgadvisory:"
-
 // ElectorOption configures an Elector.
 type ElectorOption func(*Elector)
 
@@ -314,12 +310,7 @@ func (e *Elector) lead(ctx context.Context, lease *Lease) error {
 // identify writes who leads into the leader's session, and the TCP
 // settings that end a partitioned leader's session soon.
 func (e *Elector) identify(ctx context.Context, t *term) error {
-	idle := maxDur(e.deadPeer/4, time.Second)
-	args := []any{
-		appName(t.n, e.identity),
-		strconv.FormatInt(int64(idle/time.Second), 10), "1", "3",
-		strconv.FormatInt(e.deadPeer.Milliseconds(), 10),
-	}
+	args := sqltext.ElectArgs(t.n, e.identity, e.deadPeer)
 	old := make([]string, len(sqltext.ElectSettings))
 	err := t.lease.Tx(ctx, func(tx *sql.Tx) error {
 		dest := make([]any, 0, 2*len(old))
@@ -387,21 +378,6 @@ func (e *Elector) giveUp(t *term) error {
 	return t.endErr
 }
 
-// appName is the application_name of the leader of term n.
-func appName(n int64, identity string) string {
-	s := appPrefix + strconv.FormatInt(n, 10) + ":"
-	var b strings.Builder
-	b.WriteString(s)
-	for i := 0; i < len(identity) && b.Len() < 63; i++ {
-		c := identity[i]
-		if c < 32 || c > 126 {
-			c = '?'
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
-}
-
 // Leader is who holds an election's lock, as CurrentLeader and WatchLeader
 // see it.
 type Leader struct {
@@ -461,7 +437,7 @@ func CurrentLeader(ctx context.Context, db *sql.DB, key keyspace.Key) (Leader, e
 // parse reads Identity and Term from AppName; false if it is not a
 // leader's.
 func (l *Leader) parse() bool {
-	rest, ok := strings.CutPrefix(l.AppName, appPrefix)
+	rest, ok := strings.CutPrefix(l.AppName, sqltext.ElectAppPrefix)
 	if !ok {
 		return false
 	}

@@ -1,5 +1,11 @@
 package sqltext
 
+import (
+	"strconv"
+	"strings"
+	"time"
+)
+
 // The statements of advisory's leader election (Elector, CurrentLeader),
 // here so that mocktest expects the same text.
 
@@ -37,3 +43,36 @@ const LockHolders = "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_st
 	"WHERE l.locktype = 'advisory' AND l.granted " +
 	"AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) " +
 	"AND l.classid::int8 = $1 AND l.objid::int8 = $2 AND l.objsubid = $3 ORDER BY a.pid"
+
+// ElectAppPrefix starts the application_name of an elected leader's
+// session: ElectAppPrefix, the term, ":", the identity.
+const ElectAppPrefix = "pgadvisory:"
+
+// ElectAppName is the application_name of the leader of term n: at most 63
+// bytes (what the server keeps), printable ASCII (others become '?').
+func ElectAppName(n int64, identity string) string {
+	var b strings.Builder
+	b.WriteString(ElectAppPrefix)
+	b.WriteString(strconv.FormatInt(n, 10))
+	b.WriteByte(':')
+	for i := 0; i < len(identity) && b.Len() < 63; i++ {
+		c := identity[i]
+		if c < 32 || c > 126 {
+			c = '?'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// ElectArgs are the arguments of ElectIdentify for the leader of term n:
+// TCP keepalives after deadPeer/4 idle (1 s at least), one probe a second,
+// 3 probes, and tcp_user_timeout deadPeer.
+func ElectArgs(n int64, identity string, deadPeer time.Duration) []any {
+	idle := max(deadPeer/4, time.Second)
+	return []any{
+		ElectAppName(n, identity),
+		strconv.FormatInt(int64(idle/time.Second), 10), "1", "3",
+		strconv.FormatInt(deadPeer.Milliseconds(), 10),
+	}
+}
