@@ -40,6 +40,11 @@ type command struct {
 	json bool // key, ls
 	all  bool // ls: every database
 
+	// ls --sem
+	sem      string
+	semNS    int32
+	semSlots int
+
 	// run
 	try       bool
 	wait      time.Duration // > 0: wait at most this long
@@ -69,6 +74,7 @@ const (
 	defaultIncrements = 10
 	defaultPause      = 5 * time.Millisecond
 	maxArgs           = 4096
+	defaultSemSlots   = 16
 )
 
 // parseArgs reads a whole command line (without the program name). env reads
@@ -117,6 +123,9 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 		fs.BoolVar(&c.json, "json", false, "")
 		fs.BoolVar(&c.all, "all", false, "")
 		fs.StringVar(&namesFlag, "names", "", "")
+		fs.StringVar(&c.sem, "sem", "", "")
+		fs.StringVar(&nsFlag, "ns", "", "")
+		fs.IntVar(&c.semSlots, "slots", defaultSemSlots, "")
 	case "run":
 		connFlags(fs, c)
 		keyFlags(fs, &keyFlag, &nsFlag, &asName)
@@ -166,6 +175,11 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 	case "ls", "demo":
 		if len(rest) > 0 {
 			return nil, &usageError{usage: usage, msg: fmt.Sprintf("unexpected arguments: %q", rest)}
+		}
+		if c.name == "ls" {
+			if err := c.semFlags(nsFlag); err != nil {
+				return nil, &usageError{usage: usage, msg: err.Error()}
+			}
 		}
 		if c.name == "demo" {
 			switch {
