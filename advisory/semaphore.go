@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,16 +63,16 @@ func SemaphorePoll(d time.Duration) SemaphoreOption {
 // interval (SemaphorePoll, with a jitter of ±25%), on one waiting connection
 // of the Locker (WithWaiting), then tries again. So a process waiting for a
 // semaphore held elsewhere uses at most one connection for it, and each
-// round costs at most n+2 round trips and ends with a slot or after the
-// poll interval: at most n+2 round trips per slot taken from the server or
-// per poll interval. A slot freed by another process is found within the
+// round costs at most n+2 round trips and ends with a slot, after the poll
+// interval, or when a holder of the process releases: at most n+2 round
+// trips per slot taken, per poll interval, or per release in the process
+// (while every slot is held by the process, none). A slot freed by another process is found within the
 // poll interval (at once if it is the one waited on). Stats counts it. When
 // every slot is held by the process itself, the waiters wait in memory only.
-// A holder of the process that releases while others of the process wait
-// hands its slot, with its session, to the first of them that is not busy
-// on the server, without a round trip (up to the Locker's WithHandoff count
-// in a row, so other processes get their turn; never with WithFencing,
-// where each holder needs a token of its own).
+// A holder of the process that releases gives the slot back to the server
+// and wakes the first waiter, which tries again at once unless it is
+// waiting on the server (then it finds the slot within the poll interval):
+// a released slot is open to every process alike.
 type Semaphore struct {
 	l     *Locker
 	name  string
@@ -81,13 +82,13 @@ type Semaphore struct {
 	stats semStats
 
 	mu      sync.Mutex
-	waiters []*semWaiter // FIFO; the first asks the server
-	onSrv   *semWaiter   // the first waiter while it waits on the server
+	waiters []*semWaiter  // FIFO; the first asks the server
+	onSrv   *semWaiter    // the first waiter while it waits on the server
+	freed   chan struct{} // closed (and replaced) when a holder of the process releases
 }
 
 type semWaiter struct {
-	ready chan *SemaphoreLease // a handed-over slot; buffered
-	turn  chan struct{}        // the waiter became the first; buffered
+	turn chan struct{} // the waiter's turn to ask the server; buffered
 }
 
 // NewSemaphore returns the semaphore name of at most n holders, whose slots
@@ -103,7 +104,8 @@ func NewSemaphore(l *Locker, ns keyspace.Namespace, name string, n int, opts ...
 	case n < 1 || n > MaxSemaphoreSlots:
 		return nil, errorf("advisory: %w %q: %d slots, want 1 to %d", ErrBadSemaphore, name, n, MaxSemaphoreSlots)
 	}
-	s := &Semaphore{l: l, name: name, slots: SemaphoreSlots(ns, name, n), poll: DefaultSemaphorePoll}
+	s := &Semaphore{l: l, name: name, slots: SemaphoreSlots(ns, name, n), poll: DefaultSemaphorePoll,
+		freed: make(chan struct{})}
 	for _, o := range opts {
 		if o != nil {
 			o(s)
@@ -140,26 +142,21 @@ func (s *Semaphore) Acquire(ctx context.Context) (*SemaphoreLease, error) {
 	if sl, err := s.TryAcquire(ctx); err == nil || !errors.Is(err, ErrNotAcquired) {
 		return sl, err
 	}
-	w := &semWaiter{ready: make(chan *SemaphoreLease, 1), turn: make(chan struct{}, 1)}
+	w := &semWaiter{turn: make(chan struct{}, 1)}
 	s.mu.Lock()
 	s.waiters = append(s.waiters, w)
 	s.nudgeLocked()
 	s.mu.Unlock()
 	for {
 		select {
-		case sl := <-w.ready: // a handed-over slot wins over a turn
-			return sl, nil
-		default:
-		}
-		select {
-		case sl := <-w.ready:
-			return sl, nil
 		case <-ctx.Done():
-			return s.leave(w, nil, errorf("advisory: semaphore %q: %w", s.name, context.Cause(ctx)))
+			s.leave(w)
+			return nil, errorf("advisory: semaphore %q: %w", s.name, context.Cause(ctx))
 		case <-w.turn:
 			sl, err := s.ask(ctx, w)
 			if sl != nil || err != nil {
-				return s.leave(w, sl, err)
+				s.leave(w)
+				return sl, err
 			}
 			s.mu.Lock()
 			s.nudgeLocked()
@@ -178,32 +175,16 @@ func (s *Semaphore) nudgeLocked() {
 	}
 }
 
-// leave takes w out of the queue after it got sl or failed with err, and
-// gives the next waiter its turn. A slot handed to w meanwhile is passed on
-// (released) unless w has none, in which case w keeps it: so a failure
-// holds nothing, and a success holds one slot.
-func (s *Semaphore) leave(w *semWaiter, sl *SemaphoreLease, err error) (*SemaphoreLease, error) {
+// leave takes w out of the queue and gives the next waiter its turn.
+func (s *Semaphore) leave(w *semWaiter) {
 	s.mu.Lock()
-	handed := true
-	for i, x := range s.waiters {
-		if x == w {
-			s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-			handed = false
-			if i == 0 {
-				s.nudgeLocked()
-			}
-			break
+	defer s.mu.Unlock()
+	if i := slices.Index(s.waiters, w); i >= 0 {
+		s.waiters = slices.Delete(s.waiters, i, i+1)
+		if i == 0 {
+			s.nudgeLocked()
 		}
 	}
-	s.mu.Unlock()
-	if handed {
-		extra := <-w.ready
-		if sl == nil && err == nil {
-			return extra, nil
-		}
-		_ = extra.Release(context.Background())
-	}
-	return sl, err
 }
 
 // ask is the first waiter's turn: try every slot, then wait on the server
@@ -255,15 +236,17 @@ func (s *Semaphore) ask(ctx context.Context, w *semWaiter) (*SemaphoreLease, err
 			return nil, errorf("advisory: semaphore %q: %w", s.name, context.Cause(ctx))
 		}
 	}
-	// Every slot is held by this process: a release hands one over.
+	// Every slot is held by this process: wait for one of them to be
+	// released (or the poll interval, for slots lost meanwhile).
+	s.mu.Lock()
+	freed := s.freed
+	s.mu.Unlock()
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
 	select {
 	case <-timer.C:
 	case <-ctx.Done():
-	case sl := <-w.ready:
-		// Handed over while first: put it back for Acquire's loop.
-		w.ready <- sl
+	case <-freed:
 	}
 	return nil, nil
 }
@@ -283,7 +266,7 @@ type serverResult struct {
 // waitSlot waits on the server for slot j, whose place in the Locker's
 // queue t is, for at most poll (lock_timeout), and answers on sw.res: a
 // lease, an error, or neither when the poll interval passed. A wait whose
-// caller went away hands what it got to the first waiter, or releases it.
+// caller went away releases what it got (which wakes the first waiter).
 func (s *Semaphore) waitSlot(sw *serverWait, j int, t *keyqueue.Ticket[keyspace.Key], poll time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), poll+s.l.opts.keepAlive+30*time.Second)
 	defer cancel()
@@ -293,7 +276,7 @@ func (s *Semaphore) waitSlot(sw *serverWait, j int, t *keyqueue.Ticket[keyspace.
 	switch {
 	case err == nil:
 		ls.ticket = t
-		r.sl = s.newLease(ls, j, 0)
+		r.sl = s.newLease(ls, j)
 	case pgerr.SQLState(err) == pgerr.LockNotAvailable:
 		t.Release()
 		s.stats.timeouts.Add(1)
@@ -311,23 +294,35 @@ func (s *Semaphore) waitSlot(sw *serverWait, j int, t *keyqueue.Ticket[keyspace.
 		return
 	}
 	if r.sl != nil {
-		_ = r.sl.Release(context.Background()) // to a waiter, else the server
+		_ = r.sl.Release(context.Background()) // nudges the first waiter
 	}
-	s.mu.Lock()
-	s.nudgeLocked()
-	s.mu.Unlock()
 }
 
-// tryAll tries the slots in order, once each.
-func (s *Semaphore) tryAll(ctx context.Context) (*SemaphoreLease, error) {
+// tryTimeout bounds a round of tries, which runs to its end whatever the
+// caller's context does (see tryAll).
+const tryTimeout = 10 * time.Second
+
+// tryAll tries the slots in order, once each. The round is not cut short
+// by the end of ctx, only checked against it before each try: a try cut
+// short on the wire costs its connection (advisory discards a session whose
+// state is in doubt), and a round is at most n quick round trips.
+func (s *Semaphore) tryAll(caller context.Context) (*SemaphoreLease, error) {
+	if err := caller.Err(); err != nil {
+		return nil, errorf("advisory: semaphore %q: %w", s.name, context.Cause(caller))
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(caller), tryTimeout)
+	defer cancel()
 	for i, k := range s.slots {
+		if caller.Err() != nil {
+			return nil, errorf("advisory: semaphore %q: %w", s.name, context.Cause(caller))
+		}
 		if s.l.q.Holders(k) > 0 {
 			continue // held by this process: no round trip
 		}
 		s.stats.tries.Add(1)
 		ls, err := s.l.TryLock(ctx, k)
 		if err == nil {
-			return s.newLease(ls, i, 0), nil
+			return s.newLease(ls, i), nil
 		}
 		if !errors.Is(err, ErrNotAcquired) {
 			return nil, errorf("advisory: semaphore %q: %w", s.name, err)
@@ -337,30 +332,7 @@ func (s *Semaphore) tryAll(ctx context.Context) (*SemaphoreLease, error) {
 	return nil, errorf("advisory: semaphore %q: all %d slots held: %w", s.name, len(s.slots), ErrNotAcquired)
 }
 
-// handOver gives ls (held, slot i) to the first waiter that is not waiting
-// on the server, and reports whether it did.
-func (s *Semaphore) handOver(ls *Lease, slot, passes int) bool {
-	if s.l.opts.fencing || passes >= s.l.opts.handoffs || ls.Err() != nil {
-		return false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for i, w := range s.waiters {
-		if w == s.onSrv {
-			continue
-		}
-		s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-		if i == 0 {
-			s.nudgeLocked()
-		}
-		s.stats.handoffs.Add(1)
-		w.ready <- s.newLease(ls, slot, passes+1)
-		return true
-	}
-	return false
-}
-
-type semStats struct{ tries, refused, waits, timeouts, handoffs atomic.Int64 }
+type semStats struct{ tries, refused, waits, timeouts atomic.Int64 }
 
 // SemaphoreStats counts what a Semaphore sent to the server, for metrics
 // and for sizing SemaphorePoll. Every count is since NewSemaphore.
@@ -375,26 +347,22 @@ type SemaphoreStats struct {
 	// the waiting connection: two round trips), and WaitTimeouts how many
 	// of them the poll interval ended.
 	Waits, WaitTimeouts int64
-	// Handoffs is the slots handed from a releasing holder of the process
-	// to a waiting one, without a round trip.
-	Handoffs int64
 }
 
 // Stats returns the semaphore's counts so far.
 func (s *Semaphore) Stats() SemaphoreStats {
 	return SemaphoreStats{Tries: s.stats.tries.Load(), Refused: s.stats.refused.Load(), Waits: s.stats.waits.Load(),
-		WaitTimeouts: s.stats.timeouts.Load(), Handoffs: s.stats.handoffs.Load()}
+		WaitTimeouts: s.stats.timeouts.Load()}
 }
 
 // SemaphoreLease is one held slot of a Semaphore: a Lease of the slot's
 // key, with everything a Lease has. Its methods are safe for concurrent
 // use; Release is nil-safe.
 type SemaphoreLease struct {
-	s      *Semaphore
-	ls     *Lease
-	slot   int
-	passes int // how many holders of the process had the slot before, in a row
-	stop   func() bool
+	s    *Semaphore
+	ls   *Lease
+	slot int
+	stop func() bool
 
 	mu       sync.Mutex
 	released bool
@@ -402,8 +370,8 @@ type SemaphoreLease struct {
 	lostErr  error
 }
 
-func (s *Semaphore) newLease(ls *Lease, slot, passes int) *SemaphoreLease {
-	sl := &SemaphoreLease{s: s, ls: ls, slot: slot, passes: passes, lost: make(chan struct{})}
+func (s *Semaphore) newLease(ls *Lease, slot int) *SemaphoreLease {
+	sl := &SemaphoreLease{s: s, ls: ls, slot: slot, lost: make(chan struct{})}
 	sl.stop = ls.AfterLost(func(err error) {
 		sl.mu.Lock()
 		defer sl.mu.Unlock()
@@ -498,13 +466,16 @@ func (sl *SemaphoreLease) Release(ctx context.Context) error {
 		return errorf("advisory: semaphore %q slot %d: %w", sl.s.name, sl.slot, ErrReleased)
 	}
 	sl.released = true
-	lost := sl.lostErr
 	sl.mu.Unlock()
 	sl.stop()
-	if lost == nil && sl.s.handOver(sl.ls, sl.slot, sl.passes) {
-		return nil
-	}
-	if err := sl.ls.Release(ctx); err != nil {
+	err := sl.ls.Release(ctx)
+	s := sl.s
+	s.mu.Lock()
+	close(s.freed)
+	s.freed = make(chan struct{})
+	s.nudgeLocked() // the first waiter may take the slot now
+	s.mu.Unlock()
+	if err != nil {
 		return errorf("advisory: semaphore %q slot %d: %w", sl.s.name, sl.slot, err)
 	}
 	return nil

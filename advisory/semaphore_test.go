@@ -129,7 +129,7 @@ func TestSemaphoreTryAndAcquire(t *testing.T) {
 			t.Fatal("Lost closed on a held slot")
 		default:
 		}
-		// A release inside the process hands the slot to a waiter of it.
+		// A release inside the process wakes a waiter of it, which takes the slot.
 		go func() {
 			sl, err := s.Acquire(ctx)
 			if err != nil {
@@ -243,9 +243,12 @@ func TestSemaphoreStress(t *testing.T) {
 					for time.Now().Before(stop) {
 						actx, cancel := context.WithTimeout(ctx, time.Duration(rand.IntN(400))*time.Millisecond)
 						sl, err := sems[p].Acquire(actx)
+						// A dial cut short by the deadline can fail a moment
+						// before the context says it ended.
+						expired := actx.Err() != nil
 						cancel()
 						if err != nil {
-							if !errors.Is(err, context.DeadlineExceeded) {
+							if !errors.Is(err, context.DeadlineExceeded) && !expired {
 								t.Errorf("Acquire: %v", err)
 								return
 							}
@@ -289,7 +292,6 @@ func TestSemaphoreStress(t *testing.T) {
 			st.Refused += x.Refused
 			st.Waits += x.Waits
 			st.WaitTimeouts += x.WaitTimeouts
-			st.Handoffs += x.Handoffs
 		}
 		secs := elapsed.Seconds()
 		// Spent on waiting: the refused tries, and the try and the wait of
@@ -298,9 +300,11 @@ func TestSemaphoreStress(t *testing.T) {
 		t.Logf("%s: %d pools x %d goroutines, n=%d, %v: %d acquisitions (%.0f/s), %d cancelled waits, peak holders %d (pg_locks %d)",
 			driver, pools, workers, n, elapsed.Round(time.Millisecond), acquired.Load(), float64(acquired.Load())/secs,
 			cancelled.Load(), peak.Load(), serverPeak)
-		t.Logf("%s: tries %d (%d refused), server waits %d (%d ran out), handoffs %d; round trips spent on waiting %.0f/s (all %d processes)",
-			driver, st.Tries, st.Refused, st.Waits, st.WaitTimeouts, st.Handoffs, float64(wasted)/secs, pools)
-		if peak.Load() != n || serverPeak > n {
+		t.Logf("%s: tries %d (%d refused), server waits %d (%d ran out); round trips spent on waiting %.0f/s (all %d processes)",
+			driver, st.Tries, st.Refused, st.Waits, st.WaitTimeouts, float64(wasted)/secs, pools)
+		// The client's count lags the server's grants: either may see the
+		// moment all n slots were held, neither may ever see more.
+		if peak.Load() > n || serverPeak > n || max(int(peak.Load()), serverPeak) != n {
 			t.Fatalf("peak holders %d (pg_locks %d), want exactly %d", peak.Load(), serverPeak, n)
 		}
 		testkit.WaitNoAdvisoryLocks(t, e.admin)
