@@ -133,6 +133,13 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo 2>/dev/null
 server=$(grep -m1 'itest: PostgreSQL from' "$raw" | sed 's/^ *//')
 pgversion=$(grep -m1 -o 'pgadvisory/postgres:[0-9]*' "$raw" || true)
 
+# Sections written by hand, after the marker line, are kept as they are.
+marker='<!-- Hand-written sections below: scripts/bench.sh keeps them. -->'
+kept=""
+if [ -f "$md" ]; then
+	kept=$(awk -v m="$marker" 'found {print} $0 == m {found = 1}' "$md")
+fi
+
 {
 	cat <<EOF
 # Benchmarks
@@ -228,6 +235,11 @@ EOF
 	echo '```'
 	echo
 	echo "Raw output: $raw (not kept in the repository)."
+	echo
+	echo "$marker"
+	if [ -n "$kept" ]; then
+		printf '%s\n' "$kept"
+	fi
 } >"$md"
 
 echo "bench.sh: wrote $md (raw output in $out)" >&2
