@@ -33,8 +33,9 @@ func (b *backend) unclaim() { b.sessions.Store(0) }
 // socket, through which a statement that does not end in time is
 // interrupted (keepalives.sweep).
 type connInfo struct {
-	be *backend
-	nc net.Conn // nil if not reachable
+	be    *backend
+	nc    net.Conn    // nil if not reachable
+	tuned atomic.Bool // the dead-peer settings are set (session.tune)
 }
 
 // backends finds the backend of a pid, and, when the driver keeps one

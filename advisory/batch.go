@@ -2,6 +2,7 @@ package advisory
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -216,10 +217,9 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 		results[0] = n == 1
 		return results, nil
 	default:
-		q, args := sqltext.Batch(s.l.style, ops)
 		var pid int
 		var answers string
-		if err := s.conn.QueryRowContext(ctx, q, args...).Scan(&pid, &answers); err != nil {
+		if err := s.batchRow(ctx, ops).Scan(&pid, &answers); err != nil {
 			return nil, err
 		}
 		if pid != s.pid() {
@@ -243,4 +243,28 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 		results[i] = true
 	}
 	return results, nil
+}
+
+// batchRow runs the batch statement of ops on the session. Drivers of the
+// Params style send it with its arrays as parameters (pgx keeps it
+// prepared). Drivers of the Inline style (lib/pq) would pay a second round
+// trip for parameters, or the server a parse and plan of the whole text per
+// batch for arrays written into it; a statement prepared once per session
+// costs neither: lib/pq runs a prepared statement in one round trip.
+func (s *session) batchRow(ctx context.Context, ops []sqltext.Op) *sql.Row {
+	if s.l.style != sqltext.Inline {
+		q, args := sqltext.Batch(s.l.style, ops)
+		return s.conn.QueryRowContext(ctx, q, args...)
+	}
+	q, args := sqltext.Batch(sqltext.Params, ops)
+	if s.batchStmt == nil {
+		stmt, err := s.conn.PrepareContext(ctx, q)
+		if err != nil {
+			// Run unprepared: the error, if it is the session's, shows there.
+			q, args = sqltext.Batch(s.l.style, ops)
+			return s.conn.QueryRowContext(ctx, q, args...)
+		}
+		s.batchStmt = stmt
+	}
+	return s.batchStmt.QueryRowContext(ctx, args...)
 }

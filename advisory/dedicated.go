@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"time"
@@ -46,6 +47,7 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		tokens []int64
 		err    error
 	)
+	budget := 0
 	for attempt := 0; ; attempt++ {
 		s, err = l.openSession(ctx, false)
 		if err != nil {
@@ -56,7 +58,7 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 			break
 		}
 		held, tokens, err = s.acquireStmt(ctx, sqltext.Mode{Shared: shared, Try: true}, keys, 0)
-		if err == nil || held > 0 || ctx.Err() != nil || !connBroken(err) || attempt >= l.retries() {
+		if err == nil || held > 0 || ctx.Err() != nil || !connBroken(err) || exhausted(&budget, attempt, l.retries) {
 			break
 		}
 		// Dead before the try reached a server session: nothing was taken.
@@ -69,9 +71,16 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		if !try {
 			var n int
 			var more []int64
+			l.obs.serverWait.Add(1)
 			n, more, err = s.acquireStmt(ctx, sqltext.Mode{Shared: shared}, keys[held:], timeout)
+			l.obs.serverWait.Add(-1)
 			held += n
 			tokens = append(tokens, more...)
+			if err != nil && ctx.Err() == nil && connBroken(err) {
+				// Not retried: the statement reached a session, which then
+				// ended (an operator's pg_terminate_backend, a restart).
+				err = fmt.Errorf("the session ended while it waited for the lock: %w", err)
+			}
 		}
 	}
 	if err == nil && held == 0 && try {
@@ -92,7 +101,7 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		// Another live session already sits on this backend: only a pooler
 		// can do that. Give back what this acquire took, then drop the
 		// connection.
-		l.unlockBestEffort(s.conn, keys, shared)
+		l.unlockBestEffort(s.conn, s.pid(), keys, shared)
 		err = errorf("advisory: backend %d already holds another session: %w", s.pid(), ErrPooler)
 	}
 	if err == nil && l.opts.fencing && len(tokens) != len(keys) {
@@ -118,10 +127,27 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 // dead before its first statement got through: one for each the pool has.
 func (l *Locker) retries() int { return l.db.Stats().OpenConnections + 1 }
 
-// openSession pins a connection of the pool for a session; a multiplexed
-// one learns its backend at once, a dedicated one from its first statement
-// unless the connection's backend is known.
+// exhausted reports whether an acquire that has met attempt dead
+// connections has used up its budget of retries. The budget is fixed when
+// the first is met (*budget is 0 until then): the pool's count drops as dead
+// connections are closed, by this acquire and by others at the same time,
+// and after a server restart a budget read anew each time would run out
+// while the pool still holds dead connections.
+func exhausted(budget *int, attempt int, retries func() int) bool {
+	if *budget == 0 {
+		*budget = retries()
+	}
+	return attempt >= *budget
+}
+
+// openSession pins a connection of the pool for a session. A connection new
+// to the Locker first gets the dead-peer settings (tune), which also names
+// its backend; otherwise a multiplexed session learns its backend at once,
+// a dedicated one from its first statement unless the connection's backend
+// is known. A connection found dead before anything was sent on it is
+// replaced.
 func (l *Locker) openSession(ctx context.Context, mux bool) (*session, error) {
+	budget := 0
 	for attempt := 0; ; attempt++ {
 		conn, err := l.db.Conn(ctx)
 		if err != nil {
@@ -137,18 +163,21 @@ func (l *Locker) openSession(ctx context.Context, mux bool) (*session, error) {
 			s.dc = driverConn(conn)
 			s.ci = l.backends.ofConn(s.dc)
 		}
-		if !mux {
+		tuned, err := s.tune(ctx)
+		if err == nil && !mux {
 			return s, nil
 		}
-		err = s.learn(ctx)
-		if err == nil && !s.claim() {
+		if err == nil && !tuned {
+			err = s.learn(ctx)
+		}
+		if err == nil && mux && !s.claim() {
 			err = errorf("advisory: backend %d already holds another session: %w", s.pid(), ErrPooler)
 		}
 		if err == nil {
 			return s, nil
 		}
 		s.close(true)
-		if ctx.Err() != nil || !connBroken(err) || attempt >= l.retries() {
+		if ctx.Err() != nil || !connBroken(err) || exhausted(&budget, attempt, l.retries) {
 			return nil, err
 		}
 	}

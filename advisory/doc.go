@@ -1,15 +1,50 @@
 // Package advisory takes PostgreSQL session-level advisory locks from a
 // *sql.DB and guarantees that a lock never leaks into the connection pool.
 //
-// A session lock belongs to one PostgreSQL backend, so every Lease pins its
-// own *sql.Conn for as long as it is held: the acquire and the release run on
-// that connection, and a connection whose state is in doubt (an acquire that
-// was cancelled or failed ambiguously, a release that errored or reported
-// false, a lease that was lost) is discarded instead of going back to the
-// pool. Release runs under context.WithoutCancel, so a cancelled request
-// context still releases, with its own short timeout where the driver can
-// enforce one (pgx; lib/pq can only send a cancel request, which cannot cut
-// an unlock short: see Lease.Release).
+// A session lock belongs to one PostgreSQL backend, so a Lease lives on a
+// session: a connection pinned from the pool, whose acquires, releases and
+// keepalive all run on it, and which goes back to the pool only when it
+// certainly holds nothing (a connection whose state is in doubt, after an
+// acquire that was cancelled or failed ambiguously, a release that errored,
+// a loss, is discarded). Release runs under context.WithoutCancel, so a
+// cancelled request context still releases, with its own short timeout.
+//
+// # Sessions: multiplexed and dedicated
+//
+// By default a Locker multiplexes: the single-key leases of many goroutines
+// share a few sessions (WithSessions; 4, or a quarter of SetMaxOpenConns),
+// and the tries and releases that goroutines ask for at the same time on one
+// session go to the server as one statement (sqltext.Batch: one round trip
+// for all of them). A Lock that finds its key held by another process does
+// not wait on a shared session: it waits on a dedicated session of its own,
+// one of a bounded set (WithWaiting), which then carries that lease; LockAll
+// always takes one. So a process holds any number of locks on a handful of
+// connections, and a handler that holds a lock and needs a connection of the
+// same pool finds one. The leases of one multiplexed session share its
+// backend (Lease.PID), its keepalive and its fate: a lost session loses
+// exactly its leases. Two incompatible leases of one key are never on one
+// session (PostgreSQL would grant the same key twice to one session): the
+// goroutines of a process that want one key queue in memory first (see
+// below). A Lease.Tx on a multiplexed lease holds the session's connection
+// while it runs: the other leases' tries and releases on that session wait
+// for it, so keep such transactions short, or use WithDedicatedSessions.
+//
+// WithDedicatedSessions gives every lease a session of its own (a
+// connection per lease, from acquire to release), as fencing does
+// (WithFencing), and as drivers other than lib/pq and pgx get.
+//
+// # Dead peers
+//
+// A backend learns that its client vanished (a partition, a frozen host)
+// only through TCP: with the server's defaults it keeps that client's locks
+// for about two hours. Every connection a Locker uses gets, once, session
+// settings with which the server ends such a session, and frees its locks,
+// within WithDeadPeerTimeout (default ten keepalive intervals, at least
+// MinDeadPeerTimeout: 10 s), and with which a backend that waits for a lock
+// for a vanished client stops waiting instead of being granted the lock.
+// The holder itself learns of the loss sooner, from its keepalive. The
+// settings stay on the pooled connection; they end only connections whose
+// peer is gone.
 //
 // The shortest correct use:
 //
@@ -26,16 +61,16 @@
 //
 // # Loss detection
 //
-// While a lease is held a keepalive runs one tiny statement (SELECT
-// pg_backend_pid()) on its connection every keepalive interval (WithKeepAlive,
+// While leases are held on a session a keepalive runs one tiny statement
+// (SELECT pg_backend_pid()) on it every keepalive interval (WithKeepAlive,
 // default 1 s), each bounded by its own timeout of at most 900 ms, waited for
 // in a way that a driver call hanging on a silent network cannot delay. If the
 // statement fails, times out, or answers from another backend than the one
-// that took the lock (a pooler in transaction mode: ErrPooler), the lease is
-// lost: Lost() is closed, Err() reports ErrLockLost with the cause, the
+// that took the lock (a pooler in transaction mode: ErrPooler), the session's
+// leases are lost: for each, Lost() is closed, Err() reports ErrLockLost with the cause, the
 // functions registered with Lease.AfterLost start, the context of Do is
-// cancelled with that cause, the Hooks.Lost hook runs, and the connection is
-// discarded. The keepalives of a Locker share one timer, which fires every
+// cancelled with that cause, the Hooks.Lost hook runs; and the connection
+// is discarded. The keepalives of a Locker share one timer, which fires every
 // quarter interval while leases are held and starts the pings that are due,
 // each on a goroutine that ends with it: a held lease costs no goroutine and
 // no timer between pings, and a lease is pinged between one and one and a
@@ -56,7 +91,11 @@
 // goroutine, and waiting costs no goroutine and no connection. The wait in
 // the queue ends with the context, and counts against WithLockTimeout. A
 // TryLock or TryLockShared that finds another lease of the same Locker
-// holding the key incompatibly fails at once, without a round trip. LockAll
+// holding the key incompatibly fails at once, without a round trip. Two
+// goroutines that each hold one key and Lock the other's wait in memory
+// until their contexts end (PostgreSQL would see two sessions and answer one
+// with a deadlock error, 40P01): bound such Locks with a context or
+// WithLockTimeout, or take both keys with one LockAll. LockAll
 // does not queue in memory: it waits on the server like a separate process.
 // Two Lockers over the same or different pools queue separately and meet
 // only on the server.
@@ -117,26 +156,46 @@
 //
 // # SQL sent
 //
-// An exclusive or shared Lock sends one statement built by sqltext.Lock (wait
-// mode, with lock_timeout folded in when WithLockTimeout is set); TryLock and
-// TryLockShared send sqltext.Lock in try mode. That statement also returns
-// the backend pid; with lib/pq and pgx, whose connections keep one backend
-// for life, the pid is remembered per connection, and later single-key locks
-// on the same connection send sqltext.LockExec instead, with Exec (the rows
-// affected say whether a try took the key), which costs the driver and the
-// server no result set; LockAll sends sqltext.LockAll
-// for two or more keys (with WithFencing: sqltext.LockFenced and
-// sqltext.LockAllFenced instead, which lib/pq sends as a session-level
-// prepared statement, EXECUTE, with one PREPARE the first time a session
-// needs it: their text costs more to plan than to run); Release sends
+// The statements come from package internal/sqltext (mocktest expects the
+// same text). A connection new to the Locker first gets the dead-peer
+// settings with sqltext.DeadPeer, which also names its backend. On a
+// multiplexed session, tries and releases go as sqltext.Batch (arrays of
+// keys and operations in, one row per key out; lib/pq runs it as a
+// statement prepared once per session). On a dedicated session a lock first
+// tries (sqltext.LockExec, with Exec: the rows affected say whether it took
+// the key, or sqltext.Lock, which also returns the backend pid, on a
+// connection whose backend is not known yet), and only if refused waits
+// (sqltext.Lock in wait mode, with lock_timeout folded in when
+// WithLockTimeout is set); LockAll sends sqltext.LockAll for two or more
+// keys (with WithFencing: the fenced forms, see WithFencing); Release sends
 // sqltext.Unlock (one key) or sqltext.UnlockMany (several keys, one round
-// trip) with Exec, on the same connection, and counts the rows affected.
-// When Hooks.Contended is set, Lock and LockAll first try
-// (try mode), report contention if refused, and then wait: one more round
-// trip, but only under contention and only when that hook is asked for
-// (fenced multi-key locks do not try first). A Release that hands its lock
-// over sends sqltext.Ping on the lease's connection; a Lock that receives a
+// trip) with Exec and counts the rows affected. The keepalive and a Release
+// that hands its lock over send sqltext.Ping; a Lock that receives a
 // handed-over lock and a try refused in memory send nothing.
+//
+// # Observability
+//
+// Hooks (WithHooks) report each event on the goroutine that caused it:
+// Acquire once per acquire call whatever its outcome (acquired, busy,
+// timeout, cancelled, failed), with its mode, its wait, the part of it
+// spent in the process's queue and whether the lock was handed over;
+// Queued when a goroutine starts to wait in that queue; Acquired, Released
+// (with the hold time) and Lost (with the cause). A nil hook costs
+// nothing; Acquire costs two clock reads per call and, unlike Contended,
+// changes nothing that is sent. The module
+// github.com/pgadvisory/pgadvisory/otel turns them into OpenTelemetry
+// metrics and spans.
+//
+// Locker.Stats counts, at any moment, the leases held, the goroutines
+// waiting in the process's queue and on the server, and the sessions open
+// by kind (atomic counters, kept whether or not anyone reads them), for
+// gauges. Locker.Waiting lists what waits in the process's queue, key by
+// key, longest waiter first, and encodes to JSON for a debug endpoint; what
+// waits on the server, and behind whom, is in pg_locks (pglock ls draws it
+// as a tree). A Lease and a Locker implement slog.LogValuer: a lease logs
+// its key by name ("orders/42" for a pair key of a namespace registered in
+// this process), mode, backend pid and state; the Locker's own records
+// (WithLogger) name keys the same way.
 //
 // # Concurrency
 //

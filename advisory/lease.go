@@ -154,6 +154,7 @@ func (ls *Lease) markLost(cause error) {
 	err := errorf("advisory: lock %v: %w: %w", keyArg(ls.keys), ErrLockLost, cause)
 	ls.err = err
 	ls.isLost = true
+	ls.l.obs.held.Add(-1)
 	if ls.lost != nil {
 		close(ls.lost)
 	} else {
@@ -175,6 +176,9 @@ func (ls *Lease) markLost(cause error) {
 // markReleased records a release that found the lock held.
 func (ls *Lease) markReleased() {
 	ls.mu.Lock()
+	if ls.err == nil {
+		ls.l.obs.held.Add(-1)
+	}
 	ls.err = ErrReleased
 	ls.onLost = nil
 	ls.mu.Unlock()

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgadvisory/pgadvisory/internal/keyqueue"
@@ -52,10 +54,18 @@ type Locker struct {
 	// pingTimeout bounds one keepalive round trip.
 	pingTimeout time.Duration
 
+	// deadPeerSQL sets the dead-peer bound on a connection (tune); "" for
+	// none. deadPeerOff turns it off after the server refused it.
+	deadPeerSQL  string
+	deadPeerOff  atomic.Bool
+	deadPeerWarn sync.Once
+
 	// q queues the goroutines of this process per key, so that of those
 	// that want one key only the first goes to the server (LockAll bypasses
 	// it: the server alone orders multi-key sets).
 	q keyqueue.Queue[keyspace.Key]
+
+	obs observer // counters for Stats
 }
 
 // New returns a Locker over db. A nil db gives a Locker whose methods return
@@ -70,6 +80,7 @@ func New(db *sql.DB, opts ...Option) *Locker {
 			o(&l.opts)
 		}
 	}
+	l.q.OnWait = l.opts.hooks.Queued
 	if l.opts.dedicated && (l.opts.sessions > 0 || l.opts.waiting > 0) {
 		panic("advisory: WithDedicatedSessions with WithSessions or WithWaiting")
 	}
@@ -79,6 +90,9 @@ func New(db *sql.DB, opts ...Option) *Locker {
 		l.releaseDeadline = sqltext.DeadlineInterrupts(d)
 		l.backends.perConn = sqltext.KeepsBackend(d)
 		l.backends.sockets = sqltext.ExposesSocket(d)
+		if l.backends.perConn {
+			l.deadPeerSQL = deadPeerStatement(&l.opts)
+		}
 		if l.multiplexed() {
 			l.mux = &muxSet{l: l}
 		}
@@ -148,14 +162,14 @@ func (l *Locker) LockAll(ctx context.Context, keys ...keyspace.Key) (*Lease, err
 	}
 	ks := slices.Clone(keys)
 	slices.SortFunc(ks, keyspace.Compare)
-	return l.acquire(ctx, slices.Compact(ks), false, false, l.opts.lockTimeout)
+	return l.acquireAll(ctx, slices.Compact(ks))
 }
 
-// lockQueued takes one key: first its place in the process's queue for the
+// lockObserved takes one key: first its place in the process's queue for the
 // key (at once for a try, or failing fast if another lease of this Locker
 // holds it incompatibly), then the server lock, unless the previous holder
-// handed its held lock over.
-func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try bool) (*Lease, error) {
+// handed its held lock over. ob, if not nil, learns where it failed.
+func (l *Locker) lockObserved(ctx context.Context, key keyspace.Key, shared, try bool, ob *acquireObs) (*Lease, error) {
 	if l == nil || l.db == nil {
 		return nil, ErrNilDB
 	}
@@ -189,6 +203,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		var err error
 		t, err = l.queue(ctx, key, shared)
 		if err != nil {
+			ob.queueFailed()
 			return nil, err
 		}
 		if timeout > 0 {
@@ -203,6 +218,7 @@ func (l *Locker) lockQueued(ctx context.Context, key keyspace.Key, shared, try b
 		// The previous holder handed its server lock over.
 		next.ticket = t
 		next.grant = mono()
+		l.obs.held.Add(1)
 		if err := ctx.Err(); err != nil {
 			// Ended just as the lock came: pass it on (or unlock it).
 			_ = next.Release(ctx)
@@ -286,6 +302,7 @@ func (l *Locker) acquire(ctx context.Context, keys []keyspace.Key, shared, try b
 	if err != nil {
 		return nil, l.fail(ctx, keys, err)
 	}
+	l.obs.held.Add(1)
 	if h := l.opts.hooks.Acquired; h != nil {
 		h(keys[0], shared, time.Duration(ls.grant-start))
 	}
@@ -447,11 +464,25 @@ func (l *Locker) unlock(ctx context.Context, conn *sql.Conn, keys []keyspace.Key
 }
 
 // unlockBestEffort releases keys on conn, ignoring the outcome; used only
-// before a discard that might not end the session (a pooler keeps it).
-func (l *Locker) unlockBestEffort(conn *sql.Conn, keys []keyspace.Key, shared bool) {
+// before a discard that might not end the session: a pooler in transaction
+// mode keeps the server session, with its locks, and sends each statement
+// to a server session of its choosing (PgBouncer: the one used last). If an
+// unlock lands on another session than backend pid, which took the keys,
+// and pid is idle (a pooler's server session between transactions), pid is
+// ended: that frees the keys, which no client could reach any more, and
+// interrupts no one's transaction.
+func (l *Locker) unlockBestEffort(conn *sql.Conn, pid int, keys []keyspace.Key, shared bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	_ = l.unlock(ctx, conn, keys, shared)
+	missed := false
+	for _, k := range keys {
+		if err := l.unlock(ctx, conn, []keyspace.Key{k}, shared); errors.Is(err, ErrLockLost) {
+			missed = true
+		}
+	}
+	if missed && pid != 0 {
+		_, _ = conn.ExecContext(ctx, sqltext.EndIdleBackend, pid)
+	}
 }
 
 // log writes one record if a logger was given.
@@ -461,7 +492,7 @@ func (l *Locker) log(level slog.Level, msg string, keys []keyspace.Key, attrs ..
 		return
 	}
 	if keys != nil {
-		attrs = append(attrs, slog.String("key", keyArg(keys).String()))
+		attrs = append(attrs, slog.Any("key", keysValue(keys)))
 	}
 	lg.LogAttrs(context.Background(), level, msg, attrs...)
 }

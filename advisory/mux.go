@@ -197,6 +197,7 @@ func (m *muxSet) tryLock(ctx context.Context, key keyspace.Key, shared bool) (*L
 	if shared {
 		kind = sqltext.OpTryLockShared
 	}
+	budget := 0
 	for attempt := 0; ; attempt++ {
 		s, err := m.pick(ctx)
 		if err != nil {
@@ -213,7 +214,7 @@ func (m *muxSet) tryLock(ctx context.Context, key keyspace.Key, shared bool) (*L
 		if ls != nil || errors.Is(err, errBusy) || (err != nil && ctx.Err() != nil) {
 			return ls, err
 		}
-		if err != nil && !errors.Is(err, errClosed) && attempt >= m.retries() {
+		if err != nil && !errors.Is(err, errClosed) && exhausted(&budget, attempt, m.retries) {
 			return nil, err
 		}
 	}

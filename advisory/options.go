@@ -1,6 +1,7 @@
 package advisory
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -29,6 +30,9 @@ type options struct {
 	fencing    bool
 	fenceTable string // quoted identifier
 	fenceErr   error  // a bad table name, reported by every acquire
+
+	deadPeer    time.Duration // WithDeadPeerTimeout, if deadPeerSet
+	deadPeerSet bool
 
 	dedicated bool // WithDedicatedSessions
 	sessions  int  // WithSessions; 0: the default
@@ -164,4 +168,15 @@ type Hooks struct {
 	Released func(key keyspace.Key, shared bool, held time.Duration)
 	// Lost runs when a held lease is lost, with the error Lease.Err returns.
 	Lost func(key keyspace.Key, err error)
+	// Acquire runs once per call of Lock, TryLock, LockShared,
+	// TryLockShared and LockAll (and the acquire of Do) as it returns,
+	// whatever the outcome, with the caller's context (for a span) and
+	// what the call did (see AcquireEvent). Unlike Contended it does not
+	// change what is sent. It costs two clock reads per call when set.
+	Acquire func(ctx context.Context, e AcquireEvent)
+	// Queued runs when a Lock or LockShared starts to wait in the process's
+	// queue behind other leases of this Locker for key; ahead is how many
+	// goroutines of the process wait before it. Locker.Waiting lists who
+	// waits there.
+	Queued func(key keyspace.Key, shared bool, ahead int)
 }

@@ -53,6 +53,8 @@ type session struct {
 	idle    int64         // mux: when the last lease left (mono); 0 while leases are on it
 	tries   int           // mux: tries between their submit and their lease's attach (or untry)
 
+	batchStmt *sql.Stmt // mux, Inline style: the batch statement prepared on conn (batchRow)
+
 	kaLink
 }
 
@@ -62,6 +64,7 @@ var errClosed = errors.New("advisory: session closed")
 // newSession returns a session on conn, whose backend is known if ci is not
 // nil.
 func (l *Locker) newSession(conn *sql.Conn, dc any, ci *connInfo, mux bool) *session {
+	l.obs.sessions(mux).Add(1)
 	return &session{l: l, conn: conn, dc: dc, ci: ci, mux: mux, tok: make(chan struct{}, 1), ended: make(chan struct{})}
 }
 
@@ -305,6 +308,7 @@ func (s *session) markLost(cause error) *lostKeys {
 	}
 	s.err = cause
 	close(s.ended)
+	s.l.obs.sessions(s.mux).Add(-1)
 	var leases []*Lease
 	keys := &lostKeys{}
 	for ls := s.head; ls != nil; ls = ls.sNext {
@@ -352,11 +356,15 @@ func (s *session) drop(cause error, keys *lostKeys) {
 	if errors.Is(cause, ErrPooler) {
 		// Dropping the client connection does not end a pooled server
 		// session: try to give the locks back first.
+		pid := 0
+		if s.ci != nil {
+			pid = s.pid()
+		}
 		if len(keys.exclusive) > 0 {
-			s.l.unlockBestEffort(s.conn, keys.exclusive, false)
+			s.l.unlockBestEffort(s.conn, pid, keys.exclusive, false)
 		}
 		if len(keys.shared) > 0 {
-			s.l.unlockBestEffort(s.conn, keys.shared, true)
+			s.l.unlockBestEffort(s.conn, pid, keys.shared, true)
 		}
 	}
 	s.l.discard(s.conn)
@@ -376,6 +384,7 @@ func (s *session) close(discard bool) bool {
 	}
 	s.err = errClosed
 	close(s.ended)
+	s.l.obs.sessions(s.mux).Add(-1)
 	claimed := s.claimed
 	s.claimed = false
 	s.mu.Unlock()
@@ -387,6 +396,11 @@ func (s *session) close(discard bool) bool {
 	// pooler's.
 	if claimed {
 		s.ci.be.unclaim()
+	}
+	if s.batchStmt != nil {
+		// Deallocated on the server before the connection can go back to
+		// the pool; a connection being discarded takes it along anyway.
+		s.batchStmt.Close()
 	}
 	if discard {
 		// Forget the connection here too: database/sql may have closed it

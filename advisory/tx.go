@@ -15,19 +15,20 @@ import (
 //
 // Tx returns an error wrapping ErrLockLost if the lease is lost: before the
 // transaction, or found during it, by any statement of fn, the commit or the
-// rollback, or by the end of ctx (database/sql and the drivers close a
-// connection whose transaction's context ends, which ends the session and
-// its lock). When the transaction fails and its rollback does not succeed,
-// or ctx ended meanwhile, Tx checks that the lease's backend still answers
-// before it returns, so a lease whose Err is nil after Tx still holds its
-// lock (after a commit that succeeded as ctx ended, Tx returns nil: the
-// commit happened while the lock was held, but the lease may be lost). Otherwise Tx returns
-// ErrReleased after Release has started, else fn's error or the commit's. A
-// panic in fn rolls back and re-panics. Calls of Tx on one lease run one
-// after the other, and Release waits for a running Tx. While a transaction
-// runs the keepalive stays off the connection (it never sends a statement
-// inside it): bound fn's statements with ctx, since a loss is then found by
-// them rather than by the keepalive.
+// rollback. ctx bounds fn's statements (pass it to them); the transaction
+// itself does not end when ctx does (database/sql would close the
+// connection, and the session and its lock with it): if ctx has ended when
+// fn returns, Tx rolls back instead of committing and returns ctx's error. A
+// statement that ctx cut short may still cost the session (pgx closes the
+// connection): when the transaction fails and its rollback does not succeed,
+// or ctx ended, Tx checks that the lease's backend still answers before it
+// returns, so a lease whose Err is nil after Tx still holds its lock.
+// Otherwise Tx returns ErrReleased after Release has started, else fn's
+// error or the commit's. A panic in fn rolls back and re-panics. Calls of Tx
+// on one lease run one after the other, and Release waits for a running Tx.
+// While a transaction runs the keepalive stays off the connection (it never
+// sends a statement inside it): bound fn's statements with ctx, since a loss
+// is then found by them rather than by the keepalive.
 func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	if ls == nil {
 		return errorf("advisory: Tx on a nil lease: %w", ErrReleased)
@@ -47,7 +48,13 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 	if err := ls.usable(); err != nil {
 		return err
 	}
-	tx, err := ls.s.conn.BeginTx(ctx, nil)
+	// The transaction does not end with ctx: database/sql would roll it
+	// back and close the connection from a goroutine of its own when ctx
+	// ends (also after fn returned, so a check made meanwhile would find a
+	// session that dies right after), and the session would take the lock
+	// with it. ctx bounds fn's statements (fn passes it); once fn returns,
+	// a ctx that ended means a rollback here instead of a commit.
+	tx, err := ls.s.conn.BeginTx(context.WithoutCancel(ctx), nil)
 	if err != nil {
 		return ls.txFailed("begin", err)
 	}
@@ -77,13 +84,16 @@ func (ls *Lease) Tx(ctx context.Context, fn func(tx *sql.Tx) error) (err error) 
 		return ferr
 	}
 	ended = true
+	if cerr := ctx.Err(); cerr != nil {
+		// As database/sql does for a transaction whose context ended: no
+		// commit. A rollback that succeeds proves the session alive.
+		if rerr := tx.Rollback(); rerr != nil {
+			return fmt.Errorf("%w (%w)", ls.txFailed("rollback", rerr), cerr)
+		}
+		return errorf("advisory: transaction rolled back, its context ended: %w", cerr)
+	}
 	if err := tx.Commit(); err != nil {
 		return ls.txFailed("commit", err)
-	}
-	if ctx.Err() != nil {
-		// Committed while the lock was held; but the driver may have
-		// closed the connection as the transaction ended (see above).
-		_ = ls.check("the transaction's context ended")
 	}
 	return nil
 }

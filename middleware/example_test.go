@@ -116,7 +116,7 @@ func ExampleWaitUpTo() {
 
 	ns := keyspace.MustNamespace("orders", 1)
 	lock := middleware.Lock(advisory.New(db), middleware.PathValue(ns, "id"),
-		middleware.WaitUpTo(200*time.Millisecond), middleware.MaxWaiters(8))
+		middleware.WaitUpTo(time.Second), middleware.MaxWaiters(8))
 	mux := http.NewServeMux()
 	mux.Handle("PUT /orders/{id}", lock(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "updated")

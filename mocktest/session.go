@@ -154,10 +154,20 @@ func (m *Mock) ExpectKeepAliveLost() *sqlmock.ExpectedQuery {
 // than the one that took the lock, as through a pooler in transaction mode:
 // the lease is lost with advisory.ErrPooler. advisory then tries, in the
 // background, to release the lock before it discards the connection (a
-// pooler keeps the server session): follow with ExpectUnlock(key, false)
-// and let the test wait until ExpectationsWereMet is nil.
+// pooler keeps the server session): follow with ExpectUnlock(key, true)
+// (the unlock reached the backend that holds the lock), or with
+// ExpectUnlock(key, false) and ExpectEndIdleBackend (it reached another
+// one, and advisory ends the holder if it is idle), and let the test wait
+// until ExpectationsWereMet is nil.
 func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
 	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID() + 50000))
+}
+
+// ExpectEndIdleBackend expects the statement with which advisory ends the
+// backend that took a lock (the mock's current pid) when a pooler sent its
+// unlock elsewhere: see ExpectKeepAlivePooler.
+func (m *Mock) ExpectEndIdleBackend() *sqlmock.ExpectedExec {
+	return m.expectExec(sqltext.EndIdleBackend, []any{int64(m.PID())}).WillReturnResult(sqlmock.NewResult(0, 1))
 }
 
 func (m *Mock) expectAcquire(mode sqltext.Mode, key keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {

@@ -193,6 +193,7 @@ func TestSessionFailures(t *testing.T) {
 		{"KeepAlivePooler", func(m *mocktest.Mock) {
 			m.ExpectKeepAlivePooler()
 			m.ExpectUnlock(keyA, false) // advisory's release before the discard, on the backend the pooler gave
+			m.ExpectEndIdleBackend()    // which was not the holder: the holder is ended if idle
 		}, advisory.ErrPooler},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -133,11 +133,12 @@ mem=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo 2>/dev/null
 server=$(grep -m1 'itest: PostgreSQL from' "$raw" | sed 's/^ *//')
 pgversion=$(grep -m1 -o 'pgadvisory/postgres:[0-9]*' "$raw" || true)
 
-# Sections written by hand, after the marker line, are kept as they are.
-marker='<!-- Hand-written sections below: scripts/bench.sh keeps them. -->'
-kept=""
+# A hand-written part at the end of the Markdown file, from the marker line
+# on, is kept as it is (the generated part is everything before it).
+marker='<!-- Hand-written from here on: scripts/bench.sh keeps it. -->'
+kept=
 if [ -f "$md" ]; then
-	kept=$(awk -v m="$marker" 'found {print} $0 == m {found = 1}' "$md")
+	kept=$(awk -v m="$marker" 'index($0, m) == 1 { found = 1 } found' "$md")
 fi
 
 {
@@ -235,11 +236,9 @@ EOF
 	echo '```'
 	echo
 	echo "Raw output: $raw (not kept in the repository)."
-	echo
-	echo "$marker"
-	if [ -n "$kept" ]; then
-		printf '%s\n' "$kept"
-	fi
 } >"$md"
+if [ -n "$kept" ]; then
+	printf '\n%s\n' "$kept" >>"$md"
+fi
 
 echo "bench.sh: wrote $md (raw output in $out)" >&2

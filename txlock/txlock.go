@@ -55,11 +55,12 @@ var (
 type Option func(*options)
 
 type options struct {
-	timeout time.Duration
-	shared  bool
-	try     bool
-	txOpts  *sql.TxOptions
-	drv     driver.Driver
+	timeout  time.Duration
+	shared   bool
+	try      bool
+	txOpts   *sql.TxOptions
+	drv      driver.Driver
+	deadPeer time.Duration // WithDeadPeerTimeout
 }
 
 // WithLockTimeout bounds the wait for the lock with the server's lock_timeout
@@ -152,6 +153,9 @@ func tryOne(ctx context.Context, tx Querier, style sqltext.Style, key keyspace.K
 	if err := checkTx(tx); err != nil {
 		return false, err
 	}
+	if err := boundDeadPeer(ctx, tx, o); err != nil {
+		return false, err
+	}
 	timeout := o.timeout
 	if o.try {
 		timeout = 0 // a try does not wait: no lock_timeout to set and restore
@@ -204,7 +208,8 @@ func LockAllTimeout(ctx context.Context, tx Querier, timeout time.Duration, keys
 	return lockAll(ctx, tx, keys, options{timeout: timeout})
 }
 
-// LockAllWith is LockAll with options: WithLockTimeout and WithDriver apply;
+// LockAllWith is LockAll with options: WithLockTimeout, WithDriver and
+// WithDeadPeerTimeout apply;
 // WithShared takes every key in shared mode. WithTry is refused (a partial
 // set of transaction locks could not be given back before the transaction
 // ends), as is WithTxOptions.
@@ -222,6 +227,9 @@ func lockAll(ctx context.Context, tx Querier, keys []keyspace.Key, o options) er
 	}
 	if len(keys) == 0 {
 		return ErrNoKeys
+	}
+	if err := boundDeadPeer(ctx, tx, o); err != nil {
+		return err
 	}
 	sorted := Sorted(keys)
 	q, args := sqltext.XactLockAll(o.style(tx), sqltext.Mode{Shared: o.shared}, sorted, o.timeout)

@@ -30,6 +30,14 @@ import (
 // and allocates nothing for the key.
 type Queue[K comparable] struct {
 	shards [shardCount]shard[K]
+	// waiters counts the tickets waiting for any key (Waiters).
+	waiters atomic.Int64
+
+	// OnWait, if not nil, runs when a Lock or LockShared call starts to
+	// wait for key, on the caller's goroutine, without any mutex held;
+	// ahead is how many tickets wait before it. Set it before the Queue's
+	// first use.
+	OnWait func(key K, shared bool, ahead int)
 }
 
 // shardCount is the number of shards of a Queue, and slotsPerShard the keys
@@ -95,6 +103,8 @@ type Ticket[K comparable] struct {
 	state  uint8         // guarded by s.mu
 	ready  chan struct{} // closed when a waiting ticket is granted; nil if granted at once
 	value  any           // what Handoff passed along with the grant
+	queued int64         // when it started to wait (clock); for Snapshot
+	waited int64         // how long it waited until granted (ns)
 
 	prev, next *Ticket[K] // neighbours in the wait list, guarded by s.mu
 }
@@ -260,11 +270,19 @@ func (q *Queue[K]) acquire(ctx context.Context, key K, shared bool) (*Ticket[K],
 		return t, nil
 	}
 	t.ready = make(chan struct{})
+	t.queued = clock()
 	e.push(t)
+	ahead := int(e.waiting.Load()) - 1
 	s.mu.Unlock()
+	q.waiters.Add(1)
+	defer q.waiters.Add(-1)
+	if q.OnWait != nil {
+		q.OnWait(key, shared, ahead)
+	}
 
 	select {
 	case <-t.ready:
+		t.waited = clock() - t.queued
 		return t, nil
 	case <-ctx.Done():
 	}
@@ -272,6 +290,7 @@ func (q *Queue[K]) acquire(ctx context.Context, key K, shared bool) (*Ticket[K],
 	if t.state == held && t.value != nil {
 		// A handed-off value (a held server lock) must not be dropped.
 		s.mu.Unlock()
+		t.waited = clock() - t.queued
 		return t, nil
 	}
 	if t.state == held {

@@ -229,9 +229,9 @@ func TestDeadline(t *testing.T) {
 	var q keyqueue.Queue[string]
 	h := mustLock(t, &q, "k", false)
 	defer h.Release()
+	start := time.Now() // before the deadline is set, which counts from then
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	start := time.Now()
 	_, err := q.LockShared(ctx, "k")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err %v, want DeadlineExceeded", err)

@@ -37,7 +37,7 @@ const EnvSoak = "PGADVISORY_SOAK"
 // Shape of the soak. Small on purpose: few keys and several workers per key
 // make contention constant, a short keepalive makes losses show quickly.
 const (
-	procs        = 4                      // "processes": a *sql.DB, a proxy and a Locker each
+	procs        = 4                      // "processes": a *sql.DB, a proxy and a Locker each (odd ones with dedicated sessions)
 	perProc      = 3                      // goroutines per process
 	nkeys        = 3                      // keys they contend on
 	keepAlive    = 200 * time.Millisecond // advisory.WithKeepAlive
@@ -178,8 +178,14 @@ func runSoak(t *testing.T, cfg soakConfig) {
 		db.SetMaxOpenConns(perProc + 2)
 		t.Cleanup(func() { db.Close() })
 		dbs[i] = db
-		lockers[i] = advisory.New(db, advisory.WithKeepAlive(keepAlive),
-			advisory.WithHooks(advisory.Hooks{Lost: func(keyspace.Key, error) { r.lostCB.Add(1) }}))
+		opts := []advisory.Option{advisory.WithKeepAlive(keepAlive),
+			advisory.WithHooks(advisory.Hooks{Lost: func(keyspace.Key, error) { r.lostCB.Add(1) }})}
+		if i%2 == 1 {
+			// Every other process keeps a connection per lease; the others
+			// multiplex their leases (the default).
+			opts = append(opts, advisory.WithDedicatedSessions())
+		}
+		lockers[i] = advisory.New(db, opts...)
 	}
 
 	r.start = time.Now()

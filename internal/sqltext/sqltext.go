@@ -78,6 +78,11 @@ type Mode struct {
 	Try    bool // pg_try_advisory_lock and friends: answer at once instead of waiting
 }
 
+// EndIdleBackend ends backend $1 if it is idle (between transactions) and
+// not the session that asks: a pooler's server session that still holds
+// locks a client took through it and can no longer reach.
+const EndIdleBackend = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'idle' AND pid <> pg_backend_pid()"
+
 // Ping is the keepalive: one round trip that also tells which backend answers.
 const Ping = "SELECT pg_backend_pid()"
 

@@ -1,0 +1,380 @@
+package oteladvisory
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/pgadvisory/pgadvisory/advisory"
+	"github.com/pgadvisory/pgadvisory/keyspace"
+)
+
+// ScopeName is the instrumentation scope of the meter and the tracer.
+const ScopeName = "github.com/pgadvisory/pgadvisory/otel"
+
+// Attribute keys.
+const (
+	AttrOutcome     = attribute.Key("pgadvisory.outcome")
+	AttrMode        = attribute.Key("pgadvisory.mode")
+	AttrTry         = attribute.Key("pgadvisory.try")
+	AttrQueued      = attribute.Key("pgadvisory.queued")
+	AttrNamespace   = attribute.Key("pgadvisory.namespace")
+	AttrCause       = attribute.Key("pgadvisory.cause")
+	AttrWait        = attribute.Key("pgadvisory.wait")
+	AttrSession     = attribute.Key("pgadvisory.session")
+	AttrKeys        = attribute.Key("pgadvisory.keys")
+	AttrKey         = attribute.Key("pgadvisory.key")
+	AttrHandedOver  = attribute.Key("pgadvisory.handed_over")
+	AttrQueueWaitMS = attribute.Key("pgadvisory.queue_wait_ms")
+)
+
+// Buckets are the bucket boundaries of the histograms, in seconds: from
+// 100 µs (an uncontended lock on a local server) to a minute.
+var Buckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Option configures an Instrumentation.
+type Option func(*config)
+
+type config struct {
+	mp      metric.MeterProvider
+	tp      trace.TracerProvider
+	noSpans bool
+	withKey bool
+}
+
+// WithMeterProvider sets where the metrics go; the default is
+// otel.GetMeterProvider().
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return func(c *config) { c.mp = mp }
+}
+
+// WithTracerProvider sets where the spans go; the default is
+// otel.GetTracerProvider().
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(c *config) { c.tp = tp }
+}
+
+// WithoutSpans records metrics only.
+func WithoutSpans() Option {
+	return func(c *config) { c.noSpans = true }
+}
+
+// WithKeyAttribute adds the key (Key.String) to each span as
+// pgadvisory.key. Keys are unbounded, so they never become metric
+// attributes.
+func WithKeyAttribute() Option {
+	return func(c *config) { c.withKey = true }
+}
+
+// Instrumentation records the events of the Lockers that use its Hooks,
+// and the Stats of those given to Observe. It is safe for concurrent use.
+type Instrumentation struct {
+	cfg    config
+	tracer trace.Tracer
+
+	wait, queueWait, hold metric.Float64Histogram
+	losses, handoffs      metric.Int64Counter
+
+	none   *nsAttrs // keys without a registered namespace
+	nsMu   sync.Mutex
+	byNS   sync.Map // int32 -> *nsAttrs; grows with the registered namespaces only
+	regMu  sync.Mutex
+	reg    metric.Registration
+	watchM sync.Mutex
+	locks  []*watched
+}
+
+// watched is one Locker given to Observe.
+type watched struct{ l *advisory.Locker }
+
+// New makes the instruments. It fails only if the MeterProvider refuses
+// one.
+func New(opts ...Option) (*Instrumentation, error) {
+	in := &Instrumentation{}
+	for _, o := range opts {
+		if o != nil {
+			o(&in.cfg)
+		}
+	}
+	if in.cfg.mp == nil {
+		in.cfg.mp = otel.GetMeterProvider()
+	}
+	if in.cfg.tp == nil {
+		in.cfg.tp = otel.GetTracerProvider()
+	}
+	in.tracer = in.cfg.tp.Tracer(ScopeName)
+	m := in.cfg.mp.Meter(ScopeName)
+	var errs []error
+	hist := func(name, desc string) metric.Float64Histogram {
+		h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+			metric.WithExplicitBucketBoundaries(Buckets...))
+		errs = append(errs, err)
+		return h
+	}
+	in.wait = hist("pgadvisory.acquire.duration", "Time from an acquire call to its outcome.")
+	in.queueWait = hist("pgadvisory.acquire.queue.duration", "Time an acquire waited in the process's own queue behind other leases.")
+	in.hold = hist("pgadvisory.lease.duration", "Time a lease was held, from its grant to its release.")
+	var err error
+	in.losses, err = m.Int64Counter("pgadvisory.lease.losses", metric.WithUnit("{lease}"),
+		metric.WithDescription("Leases lost while held, by cause."))
+	errs = append(errs, err)
+	in.handoffs, err = m.Int64Counter("pgadvisory.handoffs", metric.WithUnit("{lease}"),
+		metric.WithDescription("Locks handed over to the next goroutine of the process without a round trip."))
+	errs = append(errs, err)
+	held, err := m.Int64ObservableGauge("pgadvisory.leases", metric.WithUnit("{lease}"),
+		metric.WithDescription("Leases held."))
+	errs = append(errs, err)
+	waiters, err := m.Int64ObservableGauge("pgadvisory.waiters", metric.WithUnit("{goroutine}"),
+		metric.WithDescription("Acquires waiting: in the process's queue, or on the server."))
+	errs = append(errs, err)
+	sessions, err := m.Int64ObservableGauge("pgadvisory.sessions", metric.WithUnit("{connection}"),
+		metric.WithDescription("Sessions open, by kind; each pins one connection of the pool."))
+	errs = append(errs, err)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	waitQueue := metric.WithAttributeSet(attribute.NewSet(AttrWait.String("queue")))
+	waitServer := metric.WithAttributeSet(attribute.NewSet(AttrWait.String("server")))
+	mux := metric.WithAttributeSet(attribute.NewSet(AttrSession.String("multiplexed")))
+	ded := metric.WithAttributeSet(attribute.NewSet(AttrSession.String("dedicated")))
+	in.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		var sum advisory.Stats
+		in.watchM.Lock()
+		for _, w := range in.locks {
+			st := w.l.Stats()
+			sum.Held += st.Held
+			sum.Queued += st.Queued
+			sum.WaitingOnServer += st.WaitingOnServer
+			sum.Multiplexed += st.Multiplexed
+			sum.Dedicated += st.Dedicated
+		}
+		in.watchM.Unlock()
+		o.ObserveInt64(held, int64(sum.Held))
+		o.ObserveInt64(waiters, int64(sum.Queued), waitQueue)
+		o.ObserveInt64(waiters, int64(sum.WaitingOnServer), waitServer)
+		o.ObserveInt64(sessions, int64(sum.Multiplexed), mux)
+		o.ObserveInt64(sessions, int64(sum.Dedicated), ded)
+		return nil
+	}, held, waiters, sessions)
+	if err != nil {
+		return nil, err
+	}
+	in.none = newNSAttrs(nil)
+	return in, nil
+}
+
+// Hooks returns the hooks to give to advisory.WithHooks: Acquire, Released
+// and Lost. (Contended, which changes what a Locker sends, is not set.)
+func (in *Instrumentation) Hooks() advisory.Hooks {
+	return advisory.Hooks{Acquire: in.acquire, Released: in.released, Lost: in.lost}
+}
+
+// Observe adds l's Stats to the gauges until stop is called. A Locker may
+// be observed by several Instrumentations, and stop may be called more
+// than once.
+func (in *Instrumentation) Observe(l *advisory.Locker) (stop func()) {
+	w := &watched{l: l}
+	in.watchM.Lock()
+	in.locks = append(in.locks, w)
+	in.watchM.Unlock()
+	return func() {
+		in.watchM.Lock()
+		defer in.watchM.Unlock()
+		if i := slices.Index(in.locks, w); i >= 0 {
+			in.locks = slices.Delete(in.locks, i, i+1)
+		}
+	}
+}
+
+// Shutdown unregisters the gauges' callback. The hooks keep recording.
+func (in *Instrumentation) Shutdown() error {
+	in.regMu.Lock()
+	defer in.regMu.Unlock()
+	if in.reg == nil {
+		return nil
+	}
+	err := in.reg.Unregister()
+	in.reg = nil
+	return err
+}
+
+// acquire is Hooks.Acquire.
+func (in *Instrumentation) acquire(ctx context.Context, e advisory.AcquireEvent) {
+	a := in.attrs(e.Key)
+	mode := 0
+	if e.Shared {
+		mode = 1
+	}
+	in.wait.Record(ctx, e.Wait.Seconds(), a.wait[e.Outcome][mode][b2i(e.Try)][b2i(e.Queued)]...)
+	if e.Queued {
+		in.queueWait.Record(ctx, e.QueueWait.Seconds(), a.queue[e.Outcome][mode]...)
+	}
+	if e.HandedOver && e.Outcome == advisory.Acquired {
+		in.handoffs.Add(ctx, 1, a.plain...)
+	}
+	if in.cfg.noSpans {
+		return
+	}
+	end := time.Now()
+	_, span := in.tracer.Start(ctx, "pgadvisory.acquire", trace.WithTimestamp(end.Add(-e.Wait)),
+		trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 9)
+		attrs = append(attrs, AttrOutcome.String(e.Outcome.String()), AttrMode.String(modeName[mode]),
+			AttrTry.Bool(e.Try), AttrQueued.Bool(e.Queued), AttrKeys.Int(e.Keys))
+		if e.Queued {
+			attrs = append(attrs, AttrQueueWaitMS.Float64(float64(e.QueueWait)/float64(time.Millisecond)))
+		}
+		if e.HandedOver {
+			attrs = append(attrs, AttrHandedOver.Bool(true))
+		}
+		if a.ns != "" {
+			attrs = append(attrs, AttrNamespace.String(a.ns))
+		}
+		if in.cfg.withKey {
+			attrs = append(attrs, AttrKey.String(e.Key.String()))
+		}
+		span.SetAttributes(attrs...)
+		if e.Outcome == advisory.Failed {
+			span.RecordError(e.Err)
+			span.SetStatus(codes.Error, e.Outcome.String())
+		}
+	}
+	span.End(trace.WithTimestamp(end))
+}
+
+// released is Hooks.Released.
+func (in *Instrumentation) released(key keyspace.Key, shared bool, held time.Duration) {
+	in.hold.Record(context.Background(), held.Seconds(), in.attrs(key).hold[b2i(shared)]...)
+}
+
+// lost is Hooks.Lost.
+func (in *Instrumentation) lost(key keyspace.Key, err error) {
+	in.losses.Add(context.Background(), 1, in.attrs(key).loss[causeOf(err)]...)
+}
+
+// Causes of a loss, for pgadvisory.cause.
+const (
+	causePooler = iota
+	causeKeepalive
+	causeShutdown
+	causeConnection
+	causeOther
+	nCauses
+)
+
+var causeName = [nCauses]string{"pooler", "keepalive_timeout", "server_shutdown", "connection", "other"}
+
+// causeOf classifies the error of a loss.
+func causeOf(err error) int {
+	var se interface{ SQLState() string }
+	var ne net.Error
+	switch {
+	case errors.Is(err, advisory.ErrPooler):
+		return causePooler
+	case errors.Is(err, context.DeadlineExceeded):
+		return causeKeepalive
+	case errors.As(err, &se) && strings.HasPrefix(se.SQLState(), "57P"):
+		// admin_shutdown (pg_terminate_backend, a fast shutdown),
+		// crash_shutdown, cannot_connect_now.
+		return causeShutdown
+	case errors.Is(err, driver.ErrBadConn), errors.Is(err, sql.ErrConnDone), errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne):
+		return causeConnection
+	}
+	return causeOther
+}
+
+var modeName = [2]string{"exclusive", "shared"}
+
+const nOutcomes = int(advisory.Failed) + 1
+
+// nsAttrs is every attribute set the hooks record with, for one namespace
+// (or none), made once.
+type nsAttrs struct {
+	ns    string
+	wait  [nOutcomes][2][2][2][]metric.RecordOption // outcome, mode, try, queued
+	queue [nOutcomes][2][]metric.RecordOption       // outcome, mode
+	hold  [2][]metric.RecordOption                  // mode
+	loss  [nCauses][]metric.AddOption
+	plain []metric.AddOption
+}
+
+func newNSAttrs(ns *keyspace.Namespace) *nsAttrs {
+	a := &nsAttrs{}
+	var base []attribute.KeyValue
+	if ns != nil {
+		a.ns = ns.Name()
+		base = []attribute.KeyValue{AttrNamespace.String(a.ns)}
+	}
+	set := func(kv ...attribute.KeyValue) metric.MeasurementOption {
+		return metric.WithAttributeSet(attribute.NewSet(append(slices.Clone(base), kv...)...))
+	}
+	for o := range nOutcomes {
+		out := AttrOutcome.String(advisory.Outcome(o).String())
+		for m := range 2 {
+			mode := AttrMode.String(modeName[m])
+			for t := range 2 {
+				for q := range 2 {
+					a.wait[o][m][t][q] = []metric.RecordOption{set(out, mode, AttrTry.Bool(t == 1), AttrQueued.Bool(q == 1))}
+				}
+			}
+			a.queue[o][m] = []metric.RecordOption{set(out, mode)}
+		}
+	}
+	for m := range 2 {
+		a.hold[m] = []metric.RecordOption{set(AttrMode.String(modeName[m]))}
+	}
+	for c := range nCauses {
+		a.loss[c] = []metric.AddOption{set(AttrCause.String(causeName[c]))}
+	}
+	a.plain = []metric.AddOption{set()}
+	return a
+}
+
+// attrs returns the attribute sets for key: those of its namespace if it
+// is a pair key of a namespace registered in the process, else those
+// without a namespace. Registered namespaces are kept; others are looked
+// up each time (keyspace.LookupNamespace, a mutex), so that the cache
+// cannot grow with keys.
+func (in *Instrumentation) attrs(key keyspace.Key) *nsAttrs {
+	id, _, ok := key.Pair()
+	if !ok {
+		return in.none
+	}
+	if a, ok := in.byNS.Load(id); ok {
+		return a.(*nsAttrs)
+	}
+	ns, ok := keyspace.LookupNamespace(id)
+	if !ok {
+		return in.none
+	}
+	in.nsMu.Lock()
+	defer in.nsMu.Unlock()
+	if a, ok := in.byNS.Load(id); ok {
+		return a.(*nsAttrs)
+	}
+	a := newNSAttrs(&ns)
+	in.byNS.Store(id, a)
+	return a
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
