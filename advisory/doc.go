@@ -139,6 +139,14 @@
 //     (MigrateFenceTable, FenceMigrateSQL). WithFencing has the details: the
 //     layout, the bounds, shared holders.
 //
+// # Coordination
+//
+// Two types build on leases: an Elector keeps campaigning for one key and
+// runs OnElected(ctx, term) while it leads (the term is a fencing token;
+// CurrentLeader and WatchLeader tell any process who leads, from pg_locks
+// and the leader's application_name); a Semaphore lets at most n holders of
+// a name, across all processes, hold one of its n slot keys at once.
+//
 // # Poolers
 //
 // Session locks cannot work through a pooler in transaction mode (PgBouncer

@@ -204,29 +204,45 @@ func (m *muxSet) tryLock(ctx context.Context, key keyspace.Key, shared bool) (*L
 			return nil, err
 		}
 		o := &op{kind: kind, key: key}
-		err = s.submit(ctx, o)
-		switch {
-		case err == nil && !o.ok:
-			return nil, errBusy
-		case err == nil:
-			if ctx.Err() != nil {
-				// Granted as ctx ended: give it back before saying so.
-				m.untry(s, key, shared)
-				return nil, ctx.Err()
-			}
-			ls := newLease(m.l, s, []keyspace.Key{key}, shared, nil)
-			if s.attach(ls) {
-				return ls, nil
-			}
-			// The session ended right after the grant: the lock went
-			// with it.
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
+		s.mu.Lock()
+		s.tries++ // the session must not go back to the pool under a grant
+		s.mu.Unlock()
+		ls, err := m.tryOn(ctx, s, o, shared)
+		s.mu.Lock()
+		s.tries--
+		s.mu.Unlock()
+		if ls != nil || errors.Is(err, errBusy) || (err != nil && ctx.Err() != nil) {
+			return ls, err
 		}
 		if err != nil && !errors.Is(err, errClosed) && exhausted(&budget, attempt, m.retries) {
 			return nil, err
 		}
 	}
+}
+
+// tryOn sends the try o on s: the lease, errBusy, or an error (nil lease
+// and nil error: the session ended right after the grant, try again).
+func (m *muxSet) tryOn(ctx context.Context, s *session, o *op, shared bool) (*Lease, error) {
+	err := s.submit(ctx, o)
+	switch {
+	case err == nil && !o.ok:
+		return nil, errBusy
+	case err == nil && ctx.Err() != nil:
+		// Granted as ctx ended: give it back before saying so.
+		m.untry(s, o.key, shared)
+		return nil, ctx.Err()
+	case err == nil:
+		ls := newLease(m.l, s, []keyspace.Key{o.key}, shared, nil)
+		if s.attach(ls) {
+			return ls, nil
+		}
+		// The session ended right after the grant (a loss, never a
+		// return to the pool: tries keeps it open): the lock went with it.
+		return nil, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	}
+	return nil, err
 }
 
 // retries bounds how many times an operation is tried again after its

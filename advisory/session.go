@@ -51,6 +51,7 @@ type session struct {
 	sending bool          // mux: a batch is being sent, or about to be
 	lastOK  int64         // mono: when a statement last answered
 	idle    int64         // mux: when the last lease left (mono); 0 while leases are on it
+	tries   int           // mux: tries between their submit and their lease's attach (or untry)
 
 	batchStmt *sql.Stmt // mux, Inline style: the batch statement prepared on conn (batchRow)
 
@@ -376,7 +377,8 @@ func (s *session) drop(cause error, keys *lostKeys) {
 // or an operation is on it.
 func (s *session) close(discard bool) bool {
 	s.mu.Lock()
-	if s.err != nil || s.n > 0 || len(s.pending) > 0 || s.sending {
+	if s.err != nil || s.n > 0 || len(s.pending) > 0 || s.sending || (s.tries > 0 && !discard) {
+		// (A granted try not yet attached holds a lock: not to the pool.)
 		s.mu.Unlock()
 		return false
 	}

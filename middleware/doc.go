@@ -31,6 +31,10 @@
 //     taken for any other reason, such as the database being down
 //     (ErrUnavailable; the cause is logged and passed to the hooks, never
 //     written to the client);
+//   - 429 Too Many Requests with Retry-After, from Limit only, when the
+//     request's name (its tenant) already has the most requests allowed
+//     running across all processes (ErrLimited): the client's share is used
+//     up, the service is not down, so not 503;
 //   - 500 Internal Server Error, from TxLock only, when the transaction of a
 //     handler that succeeded could not commit (ErrCommitFailed).
 //
@@ -69,10 +73,22 @@
 // the handler works on that transaction: size the pool to the requests the
 // route serves at once, or beginning the transaction waits for a connection.
 //
+// # Concurrency limits
+//
+// Limit lets at most n requests of one name (a tenant, an API key) run at
+// once across every process, on an advisory.Semaphore per name:
+//
+//	tenants := keyspace.MustNamespace("tenant-limit", 2)
+//	limit := middleware.Limit(locker, tenants, byTenant, 5) // 429 beyond 5
+//	mux.Handle("POST /exports", limit(export))
+//
 // # Workers
 //
 // Singleton wraps a periodic job so that of all the processes that run it at
 // the same time only the one that wins the lock does; the others get
-// ErrSkipped. Keyed runs queue messages one per key at a time across all
-// processes, different keys in parallel.
+// ErrSkipped. For a process that should keep leading (a scheduler, a
+// controller) and a successor that takes over when it dies, use
+// advisory.Elector instead: Singleton is for one run per call. Keyed runs
+// queue messages one per key at a time across all processes, different keys
+// in parallel.
 package middleware

@@ -13,7 +13,7 @@ import (
 
 // DefaultResponder writes the answers listed in the package documentation: a
 // status chosen by the reason err wraps, Retry-After (whole seconds, rounded
-// up) on 409 and 503, and a one-line plain-text body that never contains the
+// up) on 409, 429 and 503, and a one-line plain-text body that never contains the
 // cause.
 func DefaultResponder(w http.ResponseWriter, r *http.Request, err error, retryAfter time.Duration) {
 	status, msg := http.StatusServiceUnavailable, "could not lock the resource; retry later"
@@ -26,10 +26,12 @@ func DefaultResponder(w http.ResponseWriter, r *http.Request, err error, retryAf
 		msg = "timed out waiting for the resource lock; retry later"
 	case errors.Is(err, ErrTooManyWaiters):
 		msg = "too many requests waiting for the resource; retry later"
+	case errors.Is(err, ErrLimited):
+		status, msg = http.StatusTooManyRequests, "too many concurrent requests; retry later"
 	case errors.Is(err, ErrCommitFailed):
 		status, msg = http.StatusInternalServerError, "could not commit"
 	}
-	if status == http.StatusConflict || status == http.StatusServiceUnavailable {
+	if status == http.StatusConflict || status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 		w.Header().Set("Retry-After", retryAfterValue(retryAfter))
 	}
 	http.Error(w, msg, status)

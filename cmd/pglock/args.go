@@ -41,6 +41,11 @@ type command struct {
 	json bool // key, ls
 	all  bool // ls: every database
 
+	// ls --sem
+	sem      string
+	semNS    int32
+	semSlots int
+
 	// run
 	try       bool
 	wait      time.Duration // > 0: wait at most this long
@@ -72,6 +77,7 @@ const (
 	defaultIncrements = 10
 	defaultPause      = 5 * time.Millisecond
 	maxArgs           = 4096
+	defaultSemSlots   = 16
 )
 
 // parseArgs reads a whole command line (without the program name). env reads
@@ -120,6 +126,9 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 		fs.BoolVar(&c.json, "json", false, "")
 		fs.BoolVar(&c.all, "all", false, "")
 		fs.StringVar(&namesFlag, "names", "", "")
+		fs.StringVar(&c.sem, "sem", "", "")
+		fs.StringVar(&nsFlag, "ns", "", "")
+		fs.IntVar(&c.semSlots, "slots", defaultSemSlots, "")
 	case "run":
 		connFlags(fs, c)
 		keyFlags(fs, &keyFlag, &nsFlag, &asName)
@@ -171,6 +180,11 @@ func parseArgs(args []string, env func(string) string) (*command, error) {
 	case "ls", "demo":
 		if len(rest) > 0 {
 			return nil, &usageError{usage: usage, msg: fmt.Sprintf("unexpected arguments: %q", rest)}
+		}
+		if c.name == "ls" {
+			if err := c.semFlags(nsFlag); err != nil {
+				return nil, &usageError{usage: usage, msg: err.Error()}
+			}
 		}
 		if c.name == "demo" {
 			switch {

@@ -6,7 +6,7 @@
 //
 //	pglock key  [--json] [--ns N] [--name] NAME|ID | --key K
 //	pglock run  [--try | --wait D] [--shared] [--quiet] [--keepalive D] [--grace D] [--ns N] [--name] NAME|ID -- CMD [ARGS...]
-//	pglock ls   [--json] [--all]
+//	pglock ls   [--json] [--all] [--sem NAME --ns N [--slots N]]
 //	pglock demo [--workers N] [--increments N] [--pause D]
 //	pglock fence init|migrate [--table T] [--print] | fence show [--table T] [NAME|ID]
 //
@@ -112,6 +112,12 @@
 //
 // PostgreSQL does not record when a lock was granted, so no column claims to
 // say how long a lock has been held.
+//
+// With --sem NAME --ns N, ls shows only the slots of the semaphore NAME of
+// package advisory (NewSemaphore with that namespace; --slots, default 16,
+// is its number of slots), each row labelled "slot i" ("semaphore" and
+// "slot" in --json), after a line that says how many of its slots are held
+// and how many sessions wait on the server for one.
 //
 // Below the table, ls draws who blocks whom: trees built from
 // pg_blocking_pids, each waiter under the session it waits behind, with the

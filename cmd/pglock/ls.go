@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -48,6 +49,9 @@ type lsRow struct {
 	XactAgeMS    *int64 `json:"xact_age_ms"`
 	SessionAgeMS *int64 `json:"session_age_ms"`
 	BlockedBy    []int  `json:"blocked_by"` // pg_blocking_pids of a waiter
+	// Semaphore and Slot name the semaphore slot the key is (ls --sem).
+	Semaphore string `json:"semaphore,omitempty"`
+	Slot      *int   `json:"slot,omitempty"`
 }
 
 // lsKey is a key as ls shows it, decoded from pg_locks.
@@ -119,15 +123,26 @@ func runLs(ctx context.Context, c *command, env func(string) string, out io.Writ
 	if err != nil {
 		return err
 	}
+	var slots []int
+	if c.sem != "" {
+		locks, slots = filterSem(locks, c.semSlotKeys())
+	}
 	tree := lockview.Blocking(locks)
 	if c.json {
 		o := lsOutput{Locks: make([]lsRow, 0, len(locks)), Blocking: toBlockNodes(tree)}
-		for _, l := range locks {
-			o.Locks = append(o.Locks, toRow(l))
+		for i, l := range locks {
+			r := toRow(l)
+			if slots != nil {
+				r.Semaphore, r.Slot = c.sem, &slots[i]
+			}
+			o.Locks = append(o.Locks, r)
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(o)
+	}
+	if c.sem != "" {
+		semSummary(out, c.sem, c.semSlots, locks, slots)
 	}
 	if len(locks) == 0 {
 		fmt.Fprintln(out, "no advisory locks held or awaited")
@@ -135,7 +150,11 @@ func runLs(ctx context.Context, c *command, env func(string) string, out io.Writ
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tMODE\tLOCK\tWAITED\tIN XACT\tSESSION AGE\tPID\tDATABASE\tAPPLICATION\tCLIENT\tSTATE")
-	for _, l := range locks {
+	for i, l := range locks {
+		name := l.KeyName()
+		if slots != nil {
+			name += " slot " + strconv.Itoa(slots[i])
+		}
 		status, waited := "held", "-"
 		if !l.Granted {
 			status, waited = "waiting", "?"
@@ -148,7 +167,7 @@ func runLs(ctx context.Context, c *command, env func(string) string, out io.Writ
 			client = "local"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n",
-			l.KeyName(), mode(l), status, waited, age(l.XactAge()), age(l.SessionAge()), l.PID, l.Database,
+			name, mode(l), status, waited, age(l.XactAge()), age(l.SessionAge()), l.PID, l.Database,
 			dash(l.ApplicationName), client, dash(l.State))
 	}
 	if err := tw.Flush(); err != nil {

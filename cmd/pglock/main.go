@@ -112,7 +112,7 @@ server could not be reached or failed while taking the lock (try again later);
 or role); 126/127 if CMD could not be started; 64 for a bad command line.
 `
 
-const lsUsage = `Usage: pglock ls [--json] [--all] [--names L]
+const lsUsage = `Usage: pglock ls [--json] [--all] [--names L] [--sem NAME --ns NS [--slots N]]
 
 Lists who holds and who waits for advisory locks in the current database
 (--all: every database), with decoded keys, modes, pids, application names and
@@ -128,6 +128,10 @@ PostgreSQL does not record when a lock was granted.
               milliseconds (waited_ms, xact_age_ms, session_age_ms; null when unknown)
   --all       every database, not only the one connected to
   --names L   namespaces by name, e.g. orders=1,jobs=2 (also PGLOCK_NAMESPACES), to name pair keys
+  --sem NAME  only the slots of the semaphore NAME (advisory.NewSemaphore) in the namespace
+              --ns (an int32 id, or a name from --names), each labelled with its slot number,
+              and how many of its slots are held and awaited
+  --slots N   how many slots the semaphore has (default 16; its n in advisory.NewSemaphore)
 `
 
 const demoUsage = `Usage: pglock demo [--workers N] [--increments N] [--pause D]
