@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,4 +212,67 @@ func spread(ds []time.Duration) string {
 func int64Of(key keyspace.Key) int64 {
 	n, _ := key.Int64()
 	return n
+}
+
+// TestDeadPeerRefused: a server that refuses the dead-peer settings (played
+// here by a statement that sets an invalid value, 22023), or lacks some of
+// them (played by a name it does not have), gets one warning per Locker,
+// naming what went wrong, and every acquire still succeeds.
+func TestDeadPeerRefused(t *testing.T) {
+	for _, c := range []deadPeerCase{
+		{"refused", "SELECT pg_backend_pid(), set_config('tcp_keepalives_idle', 'soon', false)", "refused the settings"},
+		{"missing", "SELECT pg_backend_pid(), 'tcp_no_such_setting'", "tcp_no_such_setting"},
+	} {
+		t.Run(c.name, func(t *testing.T) { itest.EachDriver(t, c.run) })
+	}
+}
+
+// deadPeerCase is a server's answer to the dead-peer statement (sql) and
+// what the warning must say.
+type deadPeerCase struct{ name, sql, want string }
+
+func (c deadPeerCase) run(t *testing.T, driver string) {
+	e := setup(t, driver)
+	var mu sync.Mutex
+	var buf strings.Builder
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx := timeout(t, 30*time.Second)
+	for _, dedicated := range []bool{false, true} {
+		opts := []advisory.Option{advisory.WithLogger(logger)}
+		if dedicated {
+			opts = append(opts, advisory.WithDedicatedSessions())
+		}
+		l := advisory.New(e.db, opts...)
+		advisory.SetDeadPeerSQL(l, c.sql)
+		for i := range 3 {
+			lease, err := l.Lock(ctx, testKey(t))
+			if err != nil {
+				t.Fatalf("dedicated %v, acquire %d: %v", dedicated, i, err)
+			}
+			if err := lease.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mu.Lock()
+	logged := buf.String()
+	mu.Unlock()
+	if n := strings.Count(logged, "dead-peer timeout"); n != 2 {
+		t.Errorf("%d warnings for 2 Lockers, want one each:\n%s", n, logged)
+	}
+	if !strings.Contains(logged, c.want) {
+		t.Errorf("the warning does not say %q:\n%s", c.want, logged)
+	}
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (lw lockedWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.Write(p)
 }

@@ -66,3 +66,8 @@ func Releasing(ls *Lease) bool {
 	defer ls.mu.Unlock()
 	return ls.released
 }
+
+// SetDeadPeerSQL replaces the statement that sets l's dead-peer bound on a
+// connection, so that a test can play a server that refuses or lacks
+// settings.
+func SetDeadPeerSQL(l *Locker, q string) { l.deadPeerSQL = q }
