@@ -154,14 +154,7 @@ func TestLossRestart(t *testing.T) {
 	}
 	srv := itest.NewServer(t, itest.Config{})
 	itest.EachDriver(t, func(t *testing.T, driver string) {
-		t.Cleanup(func() { testkit.VerifyNone(t) })
-		dsn := srv.NewDatabase(t)
-		db := itest.OpenDSN(t, driver, dsn)
-		admin := itest.OpenDSN(t, "postgres", dsn)
-		t.Cleanup(func() {
-			testkit.WaitNoAdvisoryLocks(t, admin)
-			testkit.WaitConnsIdle(t, db)
-		})
+		db := setupOn(t, srv, driver).db
 		if err := advisory.CreateFenceTable(timeout(t, 30*time.Second), db, ""); err != nil {
 			t.Fatal(err)
 		}

@@ -33,8 +33,20 @@ type env struct {
 // lock left, no connection of db left in use.
 func setup(t *testing.T, driver string) *env {
 	t.Helper()
+	return setupDSN(t, driver, func() string { return itest.DSN(t) })
+}
+
+// setupOn is setup with a fresh database on srv, a server of the test's own.
+func setupOn(t *testing.T, srv *itest.Server, driver string) *env {
+	t.Helper()
+	return setupDSN(t, driver, func() string { return srv.NewDatabase(t) })
+}
+
+// setupDSN is setup on the database that newDB makes.
+func setupDSN(t *testing.T, driver string, newDB func() string) *env {
+	t.Helper()
 	t.Cleanup(func() { testkit.VerifyNone(t) })
-	dsn := itest.DSN(t)
+	dsn := newDB()
 	e := &env{dsn: dsn, dbname: dbName(t, dsn)}
 	e.db = itest.OpenDSN(t, driver, dsn)
 	e.admin = itest.OpenDSN(t, "postgres", dsn)
@@ -109,7 +121,14 @@ func (e *env) holders(t *testing.T, key keyspace.Key) []int {
 // are granted (or, with granted false, waiting).
 func (e *env) lockRows(t *testing.T, key keyspace.Key, granted bool) []int {
 	t.Helper()
-	locks, err := testkit.AdvisoryLocks(timeout(t, 10*time.Second), e.admin)
+	return lockRows(t, e.admin, key, granted)
+}
+
+// lockRows returns the pids of key's rows in pg_locks of admin's database
+// that are granted (or, with granted false, waiting).
+func lockRows(t *testing.T, admin *sql.DB, key keyspace.Key, granted bool) []int {
+	t.Helper()
+	locks, err := testkit.AdvisoryLocks(timeout(t, 10*time.Second), admin)
 	if err != nil {
 		t.Fatalf("pg_locks: %v", err)
 	}

@@ -26,15 +26,9 @@ func TestAcquireAfterRestart(t *testing.T) {
 	}
 	srv := itest.NewServer(t, itest.Config{})
 	itest.EachDriver(t, func(t *testing.T, driver string) {
-		t.Cleanup(func() { testkit.VerifyNone(t) })
-		dsn := srv.NewDatabase(t)
-		db := itest.OpenDSN(t, driver, dsn)
+		e := setupOn(t, srv, driver)
+		db, admin := e.db, e.admin
 		db.SetMaxIdleConns(32)
-		admin := itest.OpenDSN(t, "postgres", dsn)
-		t.Cleanup(func() {
-			testkit.WaitNoAdvisoryLocks(t, admin)
-			testkit.WaitConnsIdle(t, db)
-		})
 		kinds := map[string]*advisory.Locker{
 			"multiplexed": advisory.New(db),
 			"dedicated":   advisory.New(db, advisory.WithDedicatedSessions()),
@@ -80,7 +74,7 @@ func TestAcquireAfterRestart(t *testing.T) {
 				}
 				done <- err
 			}()
-			waiter := waitingBackend(t, ctx, admin, key)
+			waiter := waitingBackend(t, admin, key)
 			testkit.TerminateBackend(t, admin, waiter)
 			select {
 			case err := <-done:
@@ -130,20 +124,14 @@ func acquireMany(ctx context.Context, l *advisory.Locker, n, g int, tag string) 
 	return errs
 }
 
-// waitingBackend returns the pid of the backend that waits for key (a
-// single bigint key), failing the test after 10 s without one.
-func waitingBackend(t *testing.T, ctx context.Context, admin *sql.DB, key keyspace.Key) int {
+// waitingBackend returns the pid of the backend that waits for key,
+// failing the test after 10 s without one.
+func waitingBackend(t *testing.T, admin *sql.DB, key keyspace.Key) int {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		var pid int
-		err := admin.QueryRowContext(ctx, `SELECT coalesce(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory'
-			AND NOT granted AND ((classid::bigint << 32) | objid::bigint) = $1`, int64Of(key)).Scan(&pid)
-		if err != nil {
-			t.Fatalf("pg_locks: %v", err)
-		}
-		if pid != 0 {
-			return pid
+		if pids := lockRows(t, admin, key, false); len(pids) > 0 {
+			return pids[0]
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

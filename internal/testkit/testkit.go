@@ -130,10 +130,19 @@ func WaitNoAdvisoryLocks(t testing.TB, db *sql.DB, allowed ...int) {
 // is a leak.
 func WaitConnsIdle(t testing.TB, db *sql.DB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	WaitConnsIdleWithin(t, db, 10*time.Second)
+}
+
+// WaitConnsIdleWithin is WaitConnsIdle with a bound of d: after a network
+// partition heals, a driver call stuck on the cut connection returns only
+// when the client's next retransmission meets the server's reset, which
+// can take longer than WaitConnsIdle waits.
+func WaitConnsIdleWithin(t testing.TB, db *sql.DB, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for db.Stats().InUse != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("testkit: %d connections still in use", db.Stats().InUse)
+			t.Fatalf("testkit: %d connections still in use after %v", db.Stats().InUse, d)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
