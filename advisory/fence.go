@@ -146,17 +146,33 @@ func FenceMigrateSQL(table string) (string, error) {
 // changes nothing (MigrateFenceTable migrates it); on a table of another
 // layout, with ErrFenceLayout.
 func CreateFenceTable(ctx context.Context, db *sql.DB, table string) error {
-	if db == nil {
-		return ErrNilDB
-	}
-	q, err := quoteTable(table)
+	q, layout, err := fenceLayout(ctx, db, table)
 	if err != nil {
 		return err
 	}
+	return createFenceTable(ctx, db, q, layout)
+}
+
+// fenceLayout quotes table ("" for DefaultFenceTable) and reads the layout
+// of the table it names.
+func fenceLayout(ctx context.Context, db *sql.DB, table string) (string, fencing.Layout, error) {
+	if db == nil {
+		return "", fencing.Other, ErrNilDB
+	}
+	q, err := quoteTable(table)
+	if err != nil {
+		return "", fencing.Other, err
+	}
 	layout, err := fencing.Check(ctx, db, q)
 	if err != nil {
-		return errorf("advisory: reading the fencing table's layout: %w", err)
+		return "", fencing.Other, errorf("advisory: reading the fencing table's layout: %w", err)
 	}
+	return q, layout, nil
+}
+
+// createFenceTable is CreateFenceTable for the quoted table q, whose layout
+// was just read.
+func createFenceTable(ctx context.Context, db *sql.DB, q string, layout fencing.Layout) error {
 	switch layout {
 	case fencing.Old:
 		return errorf("advisory: fencing table %s: %w", q, ErrFenceOldLayout)
@@ -177,19 +193,12 @@ func CreateFenceTable(ctx context.Context, db *sql.DB, table string) error {
 // still gets a missing sequence or row, as CreateFenceTable does); a missing
 // table is created.
 func MigrateFenceTable(ctx context.Context, db *sql.DB, table string) error {
-	if db == nil {
-		return ErrNilDB
-	}
-	q, err := quoteTable(table)
+	q, layout, err := fenceLayout(ctx, db, table)
 	if err != nil {
 		return err
 	}
-	layout, err := fencing.Check(ctx, db, q)
-	if err != nil {
-		return errorf("advisory: reading the fencing table's layout: %w", err)
-	}
 	if layout != fencing.Old {
-		return CreateFenceTable(ctx, db, table)
+		return createFenceTable(ctx, db, q, layout)
 	}
 	conn, err := db.Conn(ctx)
 	if err != nil {
