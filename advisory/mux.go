@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
@@ -27,6 +28,8 @@ type muxSet struct {
 	sessions []*session
 	opening  int
 	changed  chan struct{} // closed (and replaced) when a session is added or removed
+
+	active atomic.Int32 // operations being submitted, on every session
 }
 
 // DefaultSessions and DefaultWaiting are the bounds of a multiplexed Locker
