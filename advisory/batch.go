@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/pgadvisory/pgadvisory/internal/fencing"
 	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
@@ -22,6 +25,7 @@ type op struct {
 	key   keyspace.Key
 	done  chan struct{}
 	ok    bool  // the function's answer
+	token int64 // a granted try's fencing token, with WithFencing
 	err   error // the session ended before the operation was answered
 	sent  bool  // guarded by the session's mutex
 }
@@ -211,11 +215,30 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 	}
 	results := make([]bool, len(batch))
 	ctx := context.Background()
+	fenced := s.l.opts.fencing && slices.ContainsFunc(ops, func(o sqltext.Op) bool { return isTry(o.Kind) })
+	if fenced {
+		// A fenced batch may wait on the server (the fencing table, when the
+		// session resolves a draw): bound it by the keepalive's bound, which
+		// the sweep enforces through the socket where it can, and the
+		// context elsewhere (lib/pq asks the server to cancel). Past it the
+		// session counts as lost either way.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.l.pingTimeout)
+		defer cancel()
+	}
+	if len(ops) > 0 {
+		s.l.obs.batches.Add(1)
+		s.l.obs.batchedOps.Add(int64(len(ops)))
+	}
 	switch {
 	case len(ops) == 0:
 		if err := s.ping(s.l.pingTimeout); err != nil {
 			return nil, err
 		}
+	case fenced && len(batch) == 1:
+		ok, err := s.fencedTry(ctx, batch[0])
+		results[0] = ok
+		return results, err
 	case len(ops) == 1 && len(batch) == 1:
 		o := batch[0]
 		var q string
@@ -238,7 +261,17 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 	default:
 		var pid int
 		var answers string
-		if err := s.batchRow(ctx, ops).Scan(&pid, &answers); err != nil {
+		var draws, cache sql.NullString
+		var err error
+		if fenced {
+			err = s.batchRow(ctx, ops, true).Scan(&pid, &answers, &draws, &cache)
+		} else {
+			err = s.batchRow(ctx, ops, false).Scan(&pid, &answers)
+		}
+		if err != nil {
+			if fenced {
+				err = fencing.Diagnose(ctx, s.conn, s.l.opts.fenceTable, err)
+			}
 			return nil, err
 		}
 		if pid != s.pid() {
@@ -256,6 +289,11 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 			results[i] = answers[j] == '1'
 			j++
 		}
+		if fenced {
+			if err := s.tokens(ctx, batch, results, draws.String, cache.String); err != nil {
+				return nil, err
+			}
+		}
 		return results, nil
 	}
 	for i := range results {
@@ -270,20 +308,110 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 // trip for parameters, or the server a parse and plan of the whole text per
 // batch for arrays written into it; a statement prepared once per session
 // costs neither: lib/pq runs a prepared statement in one round trip.
-func (s *session) batchRow(ctx context.Context, ops []sqltext.Op) *sql.Row {
+func (s *session) batchRow(ctx context.Context, ops []sqltext.Op, fenced bool) *sql.Row {
+	build := func(style sqltext.Style) (string, []any) {
+		if fenced {
+			return sqltext.BatchFenced(style, ops, s.l.opts.fenceTable)
+		}
+		return sqltext.Batch(style, ops)
+	}
 	if s.l.style != sqltext.Inline {
-		q, args := sqltext.Batch(s.l.style, ops)
+		q, args := build(s.l.style)
 		return s.conn.QueryRowContext(ctx, q, args...)
 	}
-	q, args := sqltext.Batch(sqltext.Params, ops)
-	if s.batchStmt == nil {
-		stmt, err := s.conn.PrepareContext(ctx, q)
+	q, args := build(sqltext.Params)
+	stmt := &s.batchStmt[b2i(fenced)]
+	if *stmt == nil {
+		prepared, err := s.conn.PrepareContext(ctx, q)
 		if err != nil {
 			// Run unprepared: the error, if it is the session's, shows there.
-			q, args = sqltext.Batch(s.l.style, ops)
+			q, args = build(s.l.style)
 			return s.conn.QueryRowContext(ctx, q, args...)
 		}
-		s.batchStmt = stmt
+		*stmt = prepared
 	}
-	return s.batchStmt.QueryRowContext(ctx, args...)
+	return (*stmt).QueryRowContext(ctx, args...)
+}
+
+// isTry reports whether k is a try (which a fenced batch draws a token for).
+func isTry(k sqltext.OpKind) bool { return k == sqltext.OpTryLock || k == sqltext.OpTryLockShared }
+
+// b2i is 1 for true, 0 for false.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// fencedTry runs one fenced try on its own, as the fenced acquire of a
+// dedicated session (Locker.queryFenced): the draw, and its resolution when
+// the session's cache of the epoch does not cover it. It reports whether
+// the try took the key.
+func (s *session) fencedTry(ctx context.Context, o *op) (bool, error) {
+	m := sqltext.Mode{Try: true, Shared: o.kind == sqltext.OpTryLockShared}
+	n, pid, tokens, err := s.l.queryFenced(ctx, s.conn, m, []keyspace.Key{o.key}, 0)
+	switch {
+	case err != nil:
+		return false, err
+	case pid != s.pid():
+		return false, fmt.Errorf("fenced try answered by backend %d, session of backend %d: %w", pid, s.pid(), ErrPooler)
+	case n == 1:
+		o.token = tokens[0]
+		return true, nil
+	}
+	return false, nil
+}
+
+// tokens turns the draws of a fenced batch (BatchFenced's draws, one field
+// per operation that is not a ping) into the tokens of its granted tries:
+// from the session's cache of the epoch, else resolved on the session
+// (internal/fencing), whose cache then holds the epoch for the next draws.
+func (s *session) tokens(ctx context.Context, batch []*op, results []bool, draws, cache string) error {
+	fields := strings.Split(draws, ",")
+	if len(fields) != len(batch)-pings(batch) {
+		return fmt.Errorf("fenced batch: %d draws for %d operations", len(fields), len(batch)-pings(batch))
+	}
+	j := 0
+	for i, o := range batch {
+		if o.ping {
+			continue
+		}
+		f := fields[j]
+		j++
+		if !results[i] || !isTry(o.kind) {
+			continue
+		}
+		d, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return fmt.Errorf("fenced batch: no fencing draw for %v in %q", o.key, draws)
+		}
+		if t, ok := fencing.FromCache(cache, d); ok {
+			o.token = t
+			continue
+		}
+		t, c, err := fencing.Resolve(ctx, s.conn, s.l.opts.fenceTable, d)
+		if err == nil {
+			var at int
+			if at, err = fencing.SetCache(ctx, s.conn, s.l.opts.fenceTable, c); err == nil && at != s.pid() {
+				err = fmt.Errorf("backend %d took the lock, backend %d answered next: %w", s.pid(), at, ErrPooler)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("lock %v: fencing token: %w", o.key, err)
+		}
+		o.token, cache = t, c
+	}
+	return nil
+}
+
+// pings counts the pings of batch.
+func pings(batch []*op) int {
+	n := 0
+	for _, o := range batch {
+		if o.ping {
+			n++
+		}
+	}
+	return n
 }

@@ -30,8 +30,8 @@
 // for it, so keep such transactions short, or use WithDedicatedSessions.
 //
 // WithDedicatedSessions gives every lease a session of its own (a
-// connection per lease, from acquire to release), as fencing does
-// (WithFencing), and as drivers other than lib/pq and pgx get.
+// connection per lease, from acquire to release), as drivers other than
+// lib/pq and pgx get.
 //
 // # Dead peers
 //
@@ -164,8 +164,10 @@
 // same text). A connection new to the Locker first gets the dead-peer
 // settings with sqltext.DeadPeer, which also names its backend. On a
 // multiplexed session, tries and releases go as sqltext.Batch (arrays of
-// keys and operations in, one row per key out; lib/pq runs it as a
-// statement prepared once per session). On a dedicated session a lock first
+// keys and operations in, one row out; lib/pq runs it as a statement
+// prepared once per session), with WithFencing as sqltext.BatchFenced,
+// which also draws the tokens of the granted tries (a lone fenced try goes
+// as sqltext.LockFenced). On a dedicated session a lock first
 // tries (sqltext.LockExec, with Exec: the rows affected say whether it took
 // the key, or sqltext.Lock, which also returns the backend pid, on a
 // connection whose backend is not known yet), and only if refused waits

@@ -99,7 +99,11 @@ func quoteTable(name string) (string, error) {
 // table of the earlier per-key layout, ErrFenceLayout for any other). A bad
 // name makes them fail with ErrBadFenceTable: a table name has at most 59
 // bytes, so that its sequence's name fits PostgreSQL's 63. Fenced Lockers
-// keep a connection per lease (see WithSessions).
+// multiplex as others do: the tries that meet on a multiplexed session go
+// as one statement that draws a token for each one granted
+// (sqltext.BatchFenced), and a fenced batch that waits on the server (for
+// the fencing table, while a session resolves a draw) is bounded by the
+// keepalive's bound, past which its session counts as lost.
 func WithFencing(table string) Option {
 	return func(o *options) {
 		o.fencing = true

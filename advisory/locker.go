@@ -107,11 +107,11 @@ func New(db *sql.DB, opts ...Option) *Locker {
 // multiplexed sessions: unless asked for dedicated ones, and as long as the
 // driver keeps one backend per connection (sqltext.KeepsBackend: lib/pq and
 // pgx; a session shared by many leases must be the same server session for
-// each of its statements) and fencing is off (each fenced acquire takes its
-// token in its own statement).
+// each of its statements). With fencing, the tries of a batch draw their
+// tokens in the batch's statement (sqltext.BatchFenced).
 func (l *Locker) multiplexed() bool {
 	switch {
-	case l.opts.dedicated || l.opts.fencing:
+	case l.opts.dedicated:
 		return false
 	case l.opts.sessions > 0:
 		return true

@@ -235,7 +235,11 @@ func (m *muxSet) tryOn(ctx context.Context, s *session, o *op, shared bool) (*Le
 		m.untry(s, o.key, shared)
 		return nil, ctx.Err()
 	case err == nil:
-		ls := newLease(m.l, s, []keyspace.Key{o.key}, shared, nil)
+		var tokens []int64
+		if m.l.opts.fencing {
+			tokens = []int64{o.token}
+		}
+		ls := newLease(m.l, s, []keyspace.Key{o.key}, shared, tokens)
 		if s.attach(ls) {
 			return ls, nil
 		}

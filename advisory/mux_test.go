@@ -399,3 +399,87 @@ func TestMultiplexedStress(t *testing.T) {
 		}
 	})
 }
+
+// TestMultiplexedFencing: a fenced Locker multiplexes too, and the tries
+// that goroutines send together go as one statement that draws a token for
+// each granted try (sqltext.BatchFenced). 32 goroutines over 2 sessions take
+// and release 8 shared-by-all keys and a key of their own each: every
+// holder's token is above the token of the key's previous holder, no two
+// grants share a token, and batches carried several operations.
+func TestMultiplexedFencing(t *testing.T) {
+	const workers, rounds, nkeys = 32, 40, 8
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		ctx := timeout(t, 60*time.Second)
+		if err := advisory.CreateFenceTable(ctx, e.db, ""); err != nil {
+			t.Fatal(err)
+		}
+		l := advisory.New(e.db, advisory.WithFencing(""), advisory.WithSessions(2))
+		base := rand.Int64N(1 << 40)
+		var mu [nkeys]sync.Mutex
+		var last [nkeys]int64
+		var ownLast [workers]int64
+		var seenMu sync.Mutex
+		seen := map[int64]bool{}
+		pids := map[int]bool{}
+		var g errgroup.Group
+		for w := range workers {
+			g.Go(func() error {
+				for r := range rounds {
+					k := (w + r) % nkeys
+					ls, err := l.Lock(ctx, keyspace.Int64(base+int64(k)))
+					if err != nil {
+						return err
+					}
+					tok := ls.Token()
+					mu[k].Lock() // held by this lease alone: the lock is exclusive
+					if tok <= last[k] {
+						mu[k].Unlock()
+						return fmt.Errorf("key %d: token %d after %d", k, tok, last[k])
+					}
+					last[k] = tok
+					mu[k].Unlock()
+					seenMu.Lock()
+					dup := seen[tok]
+					seen[tok] = true
+					pids[ls.PID()] = true
+					seenMu.Unlock()
+					if dup {
+						return fmt.Errorf("token %d handed out twice", tok)
+					}
+					if err := ls.Release(ctx); err != nil {
+						return err
+					}
+					// And a key of the worker's own: tries that meet on a
+					// session with nobody queued in front of them.
+					own, err := l.TryLock(ctx, keyspace.Int64(base+nkeys+int64(w)))
+					if err != nil {
+						return err
+					}
+					if own.Token() <= ownLast[w] {
+						return fmt.Errorf("worker %d's key: token %d after %d", w, own.Token(), ownLast[w])
+					}
+					ownLast[w] = own.Token()
+					if err := own.Release(ctx); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		st := l.Stats()
+		t.Logf("%d grants on %d backends; %d batches carried %d operations (%.1f each); dedicated sessions now %d",
+			len(seen), len(pids), st.Batches, st.BatchedOps, float64(st.BatchedOps)/float64(max(st.Batches, 1)), st.Dedicated)
+		if len(seen) != workers*rounds {
+			// (The workers' own keys are not in seen.)
+			t.Errorf("%d distinct tokens for %d grants", len(seen), workers*rounds)
+		}
+		if st.Batches == 0 || st.BatchedOps < 2*st.Batches {
+			t.Errorf("%d batches for %d operations: the fenced tries were not batched", st.Batches, st.BatchedOps)
+		}
+		checkIdle(t, l)
+	})
+}

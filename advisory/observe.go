@@ -122,6 +122,12 @@ type Stats struct {
 	// one connection of the pool.
 	Multiplexed int `json:"multiplexed_sessions"`
 	Dedicated   int `json:"dedicated_sessions"`
+	// Batches is how many statements the multiplexed sessions have sent
+	// for tries and releases since New, and BatchedOps how many tries and
+	// releases those carried: BatchedOps / Batches is the mean batch size
+	// (1 while goroutines rarely meet on a session).
+	Batches    int64 `json:"batches"`
+	BatchedOps int64 `json:"batched_operations"`
 }
 
 // observer holds a Locker's counters for Stats.
@@ -130,6 +136,8 @@ type observer struct {
 	serverWait  atomic.Int64
 	multiplexed atomic.Int64
 	dedicated   atomic.Int64
+	batches     atomic.Int64
+	batchedOps  atomic.Int64
 }
 
 // sessions returns the counter of open sessions of the kind.
@@ -154,6 +162,8 @@ func (l *Locker) Stats() Stats {
 		WaitingOnServer: nonNegative(o.serverWait.Load()),
 		Multiplexed:     nonNegative(o.multiplexed.Load()),
 		Dedicated:       nonNegative(o.dedicated.Load()),
+		Batches:         o.batches.Load(),
+		BatchedOps:      o.batchedOps.Load(),
 	}
 }
 

@@ -46,8 +46,8 @@ type options struct {
 // with n = DefaultSessions over a pool without a limit and a quarter of
 // SetMaxOpenConns (1 to DefaultSessions) over a bounded one, for drivers
 // whose connections keep one server session (lib/pq, pgx); with any other
-// driver, or with WithFencing, leases are dedicated unless WithSessions
-// asks otherwise. It panics if n < 1.
+// driver leases are dedicated unless WithSessions asks otherwise. It panics
+// if n < 1.
 //
 // A Lock that finds its key held by another process waits on the server on
 // a dedicated session of its own (so that no shared session is blocked),

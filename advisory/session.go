@@ -53,7 +53,7 @@ type session struct {
 	idle    int64         // mux: when the last lease left (mono); 0 while leases are on it
 	tries   int           // mux: tries between their submit and their lease's attach (or untry)
 
-	batchStmt *sql.Stmt // mux, Inline style: the batch statement prepared on conn (batchRow)
+	batchStmt [2]*sql.Stmt // mux, Inline style: the batch statements prepared on conn, [fenced] (batchRow)
 
 	kaLink
 }
@@ -397,10 +397,12 @@ func (s *session) close(discard bool) bool {
 	if claimed {
 		s.ci.be.unclaim()
 	}
-	if s.batchStmt != nil {
-		// Deallocated on the server before the connection can go back to
-		// the pool; a connection being discarded takes it along anyway.
-		s.batchStmt.Close()
+	for _, stmt := range s.batchStmt {
+		if stmt != nil {
+			// Deallocated on the server before the connection can go back
+			// to the pool; a connection being discarded takes it along.
+			stmt.Close()
+		}
 	}
 	if discard {
 		// Forget the connection here too: database/sql may have closed it

@@ -77,6 +77,24 @@ func CacheValue(epoch, base int64) string {
 	return strconv.FormatInt(epoch<<CounterBits-base, 10) + "," + strconv.FormatInt(limit, 10)
 }
 
+// FromCache returns the token of draw s from a session's cache of the epoch
+// (the setting's value, CacheValue's "offset,limit"), as the fenced
+// statements compute it on the server: s + offset if s is below limit.
+// False if the cache is empty, malformed, or does not cover s: the draw is
+// then resolved (Resolve).
+func FromCache(cache string, s int64) (int64, bool) {
+	off, lim, ok := strings.Cut(cache, ",")
+	if !ok {
+		return 0, false
+	}
+	offset, err1 := strconv.ParseInt(off, 10, 64)
+	limit, err2 := strconv.ParseInt(lim, 10, 64)
+	if err1 != nil || err2 != nil || s >= limit {
+		return 0, false
+	}
+	return s + offset, true
+}
+
 // nextBase is the base of the epoch after one with base, for a bump met by
 // draw s: the least base + k*Window - 1 (k >= 1) that is at least s +
 // margin. False if it does not fit in an int64.

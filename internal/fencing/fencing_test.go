@@ -46,6 +46,30 @@ func TestCacheValue(t *testing.T) {
 	}
 }
 
+// TestFromCache: the client's reading of the cache gives Token's token for
+// every draw of the window, and nothing past it or from a bad cache.
+func TestFromCache(t *testing.T) {
+	for _, c := range []struct{ epoch, base int64 }{{1, Window - 1}, {7, 123456789}, {MaxEpoch, math.MaxInt64 - Window}} {
+		cache := CacheValue(c.epoch, c.base)
+		for _, s := range []int64{c.base + 1, c.base + Window/2, c.base + Window - 1} {
+			want, _ := Token(c.epoch, c.base, s)
+			if got, ok := FromCache(cache, s); !ok || got != want {
+				t.Errorf("FromCache(%q, %d) = %d, %v; want %d", cache, s, got, ok, want)
+			}
+		}
+		if c.base <= math.MaxInt64-Window {
+			if _, ok := FromCache(cache, c.base+Window); ok {
+				t.Errorf("FromCache(%q) covers the draw past the window", cache)
+			}
+		}
+	}
+	for _, bad := range []string{"", "12", "x,5", "5,x", ","} {
+		if _, ok := FromCache(bad, 1); ok {
+			t.Errorf("FromCache(%q) gave a token", bad)
+		}
+	}
+}
+
 // TestNextBase: a new base is on the epoch's grid, at least one window
 // above the old base, and at least margin above the draw that bumped.
 func TestNextBase(t *testing.T) {

@@ -41,15 +41,52 @@ var batchText = buildBatchText()
 func buildBatchText() string {
 	var b strings.Builder
 	b.WriteString("SELECT pg_backend_pid(), string_agg(CASE WHEN x.r THEN '1' ELSE '0' END, '' ORDER BY x.i) " +
-		"FROM (SELECT o.i, CASE o.c")
+		"FROM (SELECT o.i, " + caseText + " AS r FROM " + batchOps + ") AS x")
+	return b.String()
+}
+
+// caseText is the CASE expression of the batch statements: the answer of
+// the operation of code o.c on key value o.v.
+var caseText = buildCase()
+
+func buildCase() string {
+	var b strings.Builder
+	b.WriteString("CASE o.c")
 	for k, name := range batchFns {
 		b.WriteString(" WHEN " + strconv.Itoa(2*k) + " THEN " + name + "(o.v)")
 		b.WriteString(" WHEN " + strconv.Itoa(2*k+1) + " THEN " + name + "((o.v >> 32)::int4, ((o.v << 32) >> 32)::int4)")
 	}
-	// The arrays are converted once (OFFSET 0), not per row (see keyArrays).
-	b.WriteString(" END AS r FROM (SELECT $1::int2[] AS c, $2::int8[] AS v OFFSET 0) AS a, " +
-		"unnest(a.c, a.v) WITH ORDINALITY AS o(c, v, i)) AS x")
+	b.WriteString(" END")
 	return b.String()
+}
+
+// batchOps is the FROM list of the batch statements: one row (c, v, i) per
+// operation, its code, key value and place, from the two arrays converted
+// once (OFFSET 0), not per row.
+const batchOps = "(SELECT $1::int2[] AS c, $2::int8[] AS v OFFSET 0) AS a, unnest(a.c, a.v) WITH ORDINALITY AS o(c, v, i)"
+
+// BatchFenced is Batch with a fencing draw for every try that took its key,
+// in the same statement: nextval of the sequence of table (a quoted
+// identifier, see QuoteFenceTable) right after that try's grant, in a
+// transaction that commits asynchronously, as LockFenced does. It returns
+// one row: (backend pid int4, results text, draws text, cache text):
+// results as Batch's; draws has one comma-separated field per operation, the
+// draw of a granted try and empty for any other; cache is the session's
+// cache of the epoch (FenceSetting: "offset,limit", or NULL), with which the
+// caller turns each draw s below limit into the token s + offset and
+// resolves the others (internal/fencing).
+func BatchFenced(s Style, ops []Op, table string) (string, []any) {
+	q, args := Batch(Params, ops)
+	q = "WITH o AS MATERIALIZED (SELECT o.i, o.c, " + caseText + " AS r FROM " + batchOps + "), " +
+		"n AS MATERIALIZED (SELECT o.i, " + nextval(table) + " AS s FROM o WHERE o.r AND o.c < " + strconv.Itoa(2*int(OpUnlock)) +
+		" AND " + asyncCommit + ") " +
+		"SELECT pg_backend_pid(), string_agg(CASE WHEN o.r THEN '1' ELSE '0' END, '' ORDER BY o.i), " +
+		"string_agg(coalesce(n.s::text, ''), ',' ORDER BY o.i), " + fenceCache(table) + " FROM o LEFT JOIN n ON n.i = o.i"
+	if s == Inline {
+		q = strings.ReplaceAll(q, "$1", "'"+args[0].(string)+"'")
+		return strings.ReplaceAll(q, "$2", "'"+args[1].(string)+"'"), nil
+	}
+	return q, args
 }
 
 // Batch runs ops on one session in one round trip, in the order given, and
