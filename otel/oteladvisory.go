@@ -172,7 +172,7 @@ func New(opts ...Option) (*Instrumentation, error) {
 	if err != nil {
 		return nil, err
 	}
-	in.none = newNSAttrs(nil)
+	in.none = newNSAttrs(nil, !in.cfg.noSpans)
 	return in, nil
 }
 
@@ -225,35 +225,64 @@ func (in *Instrumentation) acquire(ctx context.Context, e advisory.AcquireEvent)
 	if e.HandedOver && e.Outcome == advisory.Acquired {
 		in.handoffs.Add(ctx, 1, a.plain...)
 	}
-	if in.cfg.noSpans {
+	if !in.cfg.noSpans {
+		in.span(ctx, e, a, mode)
+	}
+}
+
+// spanName is the name of the span of an acquire.
+const spanName = "pgadvisory.acquire"
+
+// clientKind is made once: made in each call, the option would allocate.
+var clientKind = trace.WithSpanKind(trace.SpanKindClient)
+
+// spanOptions holds the options of one span's Start and End, so that the
+// two variadic lists take one allocation instead of two. Each call has its
+// own: a TracerProvider may keep the options it is given.
+type spanOptions struct {
+	start [2]trace.SpanStartOption
+	end   [1]trace.SpanEndOption
+}
+
+// span records the span of the acquire e, which ends now and started
+// e.Wait ago. The attributes of an acquire of one key that did not queue
+// are made once per combination (nsAttrs.span) and given as they are: the
+// span copies them into its own slice. (Given at Start through
+// trace.WithAttributes they would be copied twice, into the start
+// configuration and then into the span.) A span that is not recording
+// gets neither attributes nor an end time.
+func (in *Instrumentation) span(ctx context.Context, e advisory.AcquireEvent, a *nsAttrs, mode int) {
+	end := time.Now()
+	o := &spanOptions{start: [2]trace.SpanStartOption{trace.WithTimestamp(end.Add(-e.Wait)), clientKind}}
+	_, span := in.tracer.Start(ctx, spanName, o.start[:]...)
+	if !span.IsRecording() {
+		span.End()
 		return
 	}
-	end := time.Now()
-	_, span := in.tracer.Start(ctx, "pgadvisory.acquire", trace.WithTimestamp(end.Add(-e.Wait)),
-		trace.WithSpanKind(trace.SpanKindClient))
-	if span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 9)
-		attrs = append(attrs, AttrOutcome.String(e.Outcome.String()), AttrMode.String(modeName[mode]),
-			AttrTry.Bool(e.Try), AttrQueued.Bool(e.Queued), AttrKeys.Int(e.Keys))
+	pre := a.span[e.Outcome][mode][b2i(e.Try)][b2i(e.HandedOver)]
+	if e.Keys == 1 && !e.Queued && !in.cfg.withKey {
+		span.SetAttributes(pre...)
+	} else {
+		// The same attributes in the same order, with queued, keys and
+		// the queue wait of this call, and the key.
+		attrs := make([]attribute.KeyValue, 0, len(pre)+2)
+		attrs = append(attrs, pre[:spanQueued]...)
+		attrs = append(attrs, AttrQueued.Bool(e.Queued), AttrKeys.Int(e.Keys))
 		if e.Queued {
 			attrs = append(attrs, AttrQueueWaitMS.Float64(float64(e.QueueWait)/float64(time.Millisecond)))
 		}
-		if e.HandedOver {
-			attrs = append(attrs, AttrHandedOver.Bool(true))
-		}
-		if a.ns != "" {
-			attrs = append(attrs, AttrNamespace.String(a.ns))
-		}
+		attrs = append(attrs, pre[spanKeys+1:]...)
 		if in.cfg.withKey {
 			attrs = append(attrs, AttrKey.String(e.Key.String()))
 		}
 		span.SetAttributes(attrs...)
-		if e.Outcome == advisory.Failed {
-			span.RecordError(e.Err)
-			span.SetStatus(codes.Error, e.Outcome.String())
-		}
 	}
-	span.End(trace.WithTimestamp(end))
+	if e.Outcome == advisory.Failed {
+		span.RecordError(e.Err)
+		span.SetStatus(codes.Error, e.Outcome.String())
+	}
+	o.end[0] = trace.WithTimestamp(end)
+	span.End(o.end[:]...)
 }
 
 // released is Hooks.Released.
@@ -311,9 +340,21 @@ type nsAttrs struct {
 	hold  [2][]metric.RecordOption                  // mode
 	loss  [nCauses][]metric.AddOption
 	plain []metric.AddOption
+	// span is the attributes of the span of an acquire of one key that
+	// did not queue, by outcome, mode, try and handed over: outcome,
+	// mode, try, queued, keys, then handed_over if true and the namespace
+	// if any. Nil without spans.
+	span [nOutcomes][2][2][2][]attribute.KeyValue
 }
 
-func newNSAttrs(ns *keyspace.Namespace) *nsAttrs {
+// Indexes in nsAttrs.span: an acquire that queued, or took several keys,
+// replaces these two.
+const (
+	spanQueued = 3
+	spanKeys   = 4
+)
+
+func newNSAttrs(ns *keyspace.Namespace, spans bool) *nsAttrs {
 	a := &nsAttrs{}
 	var base []attribute.KeyValue
 	if ns != nil {
@@ -342,6 +383,23 @@ func newNSAttrs(ns *keyspace.Namespace) *nsAttrs {
 		a.loss[c] = []metric.AddOption{set(AttrCause.String(causeName[c]))}
 	}
 	a.plain = []metric.AddOption{set()}
+	if !spans {
+		return a
+	}
+	for o := range nOutcomes {
+		for m := range 2 {
+			for t := range 2 {
+				for h := range 2 {
+					kv := []attribute.KeyValue{AttrOutcome.String(advisory.Outcome(o).String()), AttrMode.String(modeName[m]),
+						AttrTry.Bool(t == 1), AttrQueued.Bool(false), AttrKeys.Int(1)}
+					if h == 1 {
+						kv = append(kv, AttrHandedOver.Bool(true))
+					}
+					a.span[o][m][t][h] = append(kv, base...)
+				}
+			}
+		}
+	}
 	return a
 }
 
@@ -367,7 +425,7 @@ func (in *Instrumentation) attrs(key keyspace.Key) *nsAttrs {
 	if a, ok := in.byNS.Load(id); ok {
 		return a.(*nsAttrs)
 	}
-	a := newNSAttrs(&ns)
+	a := newNSAttrs(&ns, !in.cfg.noSpans)
 	in.byNS.Store(id, a)
 	return a
 }
