@@ -255,7 +255,12 @@ func TestMetrics(t *testing.T) {
 		_ = lost.Release(ctx)
 		top.End()
 
+		// Lost is closed before the Lost hook runs: wait for its count.
 		m := collect(t, reader)
+		for deadline := time.Now().Add(5 * time.Second); len(m["pgadvisory.lease.losses"]) == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			m = collect(t, reader)
+		}
 		nsAttr := "namespace=" + ns.Name()
 		wait := m["pgadvisory.acquire.duration"]
 		want := map[string]uint64{
