@@ -46,8 +46,10 @@ func (o *op) answer(ok bool, err error) {
 // join the batch instead of each sending one of their own. Against the
 // best raw statement on as many connections this took the throughput of 64
 // goroutines on 4 sessions from 1.6-2.1x to 3.2-4.2x (batches of 2.8
-// operations became 10); a lone caller does not yield. An error means the session ended before o was
-// answered: whatever o did died with it. If ctx ends before o is sent, o is
+// operations became 10); a lone caller does not yield.
+//
+// An error means the session ended before o was answered: whatever o did
+// died with it. If ctx ends before o is sent, o is
 // withdrawn and ctx's error returned; once sent, its answer is waited for
 // (the keepalive sweep bounds the statement).
 func (s *session) submit(ctx context.Context, o *op) error {
