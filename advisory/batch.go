@@ -176,7 +176,7 @@ func (s *session) sendBatch() {
 	}
 	if err == nil {
 		for i, o := range batch {
-			if !o.ping && (o.kind == sqltext.OpUnlock || o.kind == sqltext.OpUnlockShared) && !results[i] {
+			if !o.ping && !isTry(o.kind) && !results[i] {
 				err = fmt.Errorf("release %v: the session did not hold it: %w", o.key, ErrLockLost)
 				break
 			}
@@ -192,7 +192,7 @@ func (s *session) sendBatch() {
 	s.mu.Lock()
 	s.lastOK = mono()
 	for i, o := range batch {
-		if o.lease != nil && results[i] && (o.kind == sqltext.OpUnlock || o.kind == sqltext.OpUnlockShared) {
+		if o.lease != nil && results[i] && !isTry(o.kind) {
 			// Released: off the session before anyone can lose it with it.
 			s.detachLocked(o.lease)
 		}
@@ -292,7 +292,7 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 			j++
 		}
 		if fenced {
-			if err := s.tokens(ctx, batch, results, draws.String, cache.String); err != nil {
+			if err := s.tokens(ctx, batch, len(ops), results, draws.String, cache.String); err != nil {
 				return nil, err
 			}
 		}
@@ -335,7 +335,8 @@ func (s *session) batchRow(ctx context.Context, ops []sqltext.Op, fenced bool) *
 	return (*stmt).QueryRowContext(ctx, args...)
 }
 
-// isTry reports whether k is a try (which a fenced batch draws a token for).
+// isTry reports whether k is a try (which a fenced batch draws a token
+// for); the other kinds are unlocks.
 func isTry(k sqltext.OpKind) bool { return k == sqltext.OpTryLock || k == sqltext.OpTryLockShared }
 
 // b2i is 1 for true, 0 for false.
@@ -366,13 +367,13 @@ func (s *session) fencedTry(ctx context.Context, o *op) (bool, error) {
 }
 
 // tokens turns the draws of a fenced batch (BatchFenced's draws, one field
-// per operation that is not a ping) into the tokens of its granted tries:
-// from the session's cache of the epoch, else resolved on the session
-// (internal/fencing), whose cache then holds the epoch for the next draws.
-func (s *session) tokens(ctx context.Context, batch []*op, results []bool, draws, cache string) error {
+// for each of its nops operations that are not pings) into the tokens of
+// its granted tries: from the session's cache of the epoch, else resolved
+// on the session, whose cache then holds the epoch for the next draws.
+func (s *session) tokens(ctx context.Context, batch []*op, nops int, results []bool, draws, cache string) error {
 	fields := strings.Split(draws, ",")
-	if len(fields) != len(batch)-pings(batch) {
-		return fmt.Errorf("fenced batch: %d draws for %d operations", len(fields), len(batch)-pings(batch))
+	if len(fields) != nops {
+		return fmt.Errorf("fenced batch: %d draws for %d operations", len(fields), nops)
 	}
 	j := 0
 	for i, o := range batch {
@@ -392,28 +393,11 @@ func (s *session) tokens(ctx context.Context, batch []*op, results []bool, draws
 			o.token = t
 			continue
 		}
-		t, c, err := fencing.Resolve(ctx, s.conn, s.l.opts.fenceTable, d)
-		if err == nil {
-			var at int
-			if at, err = fencing.SetCache(ctx, s.conn, s.l.opts.fenceTable, c); err == nil && at != s.pid() {
-				err = fmt.Errorf("backend %d took the lock, backend %d answered next: %w", s.pid(), at, ErrPooler)
-			}
-		}
+		t, c, err := s.l.resolveDraw(ctx, s.conn, s.pid(), d)
 		if err != nil {
 			return fmt.Errorf("lock %v: fencing token: %w", o.key, err)
 		}
 		o.token, cache = t, c
 	}
 	return nil
-}
-
-// pings counts the pings of batch.
-func pings(batch []*op) int {
-	n := 0
-	for _, o := range batch {
-		if o.ping {
-			n++
-		}
-	}
-	return n
 }

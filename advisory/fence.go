@@ -276,17 +276,7 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 	}
 	t := token.Int64
 	if !token.Valid {
-		var cache string
-		var at int
-		if t, cache, err = fencing.Resolve(ctx, conn, l.opts.fenceTable, draw.Int64); err == nil {
-			at, err = fencing.SetCache(ctx, conn, l.opts.fenceTable, cache)
-		}
-		if err == nil && at != pid {
-			// The statements after the acquire ran on another backend:
-			// only a pooler in transaction mode does that.
-			err = errorf("advisory: backend %d took the lock, backend %d answered next: %w", pid, at, ErrPooler)
-		}
-		if err != nil {
+		if t, _, err = l.resolveDraw(ctx, conn, pid, draw.Int64); err != nil {
 			return int(n), pid, nil, errorf("advisory: lock %v: fencing token: %w", keyArg(keys), err)
 		}
 	}
@@ -295,6 +285,26 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 		tokens[i] = t
 	}
 	return int(n), pid, tokens, nil
+}
+
+// resolveDraw turns draw, taken by backend pid on conn, into a token
+// (internal/fencing's Resolve) and stores the epoch in the session's cache
+// for the next draws; it returns the token and the cache's new value.
+func (l *Locker) resolveDraw(ctx context.Context, conn *sql.Conn, pid int, draw int64) (int64, string, error) {
+	t, cache, err := fencing.Resolve(ctx, conn, l.opts.fenceTable, draw)
+	if err != nil {
+		return 0, "", err
+	}
+	at, err := fencing.SetCache(ctx, conn, l.opts.fenceTable, cache)
+	if err == nil && at != pid {
+		// The statements after the acquire ran on another backend: only a
+		// pooler in transaction mode does that.
+		err = errorf("advisory: backend %d took the lock, backend %d answered next: %w", pid, at, ErrPooler)
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	return t, cache, nil
 }
 
 // fencedRow runs a fenced acquire statement q (built in the Params style)

@@ -3,6 +3,7 @@ package sqltext
 import (
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/pgadvisory/pgadvisory/keyspace"
 )
@@ -36,14 +37,8 @@ var batchFns = [...]string{
 
 // batchText is the text of Batch in the Params style; the Inline style
 // writes the two arrays over its placeholders.
-var batchText = buildBatchText()
-
-func buildBatchText() string {
-	var b strings.Builder
-	b.WriteString("SELECT pg_backend_pid(), string_agg(CASE WHEN x.r THEN '1' ELSE '0' END, '' ORDER BY x.i) " +
-		"FROM (SELECT o.i, " + caseText + " AS r FROM " + batchOps + ") AS x")
-	return b.String()
-}
+var batchText = "SELECT pg_backend_pid(), string_agg(CASE WHEN x.r THEN '1' ELSE '0' END, '' ORDER BY x.i) " +
+	"FROM (SELECT o.i, " + caseText + " AS r FROM " + batchOps + ") AS x"
 
 // caseText is the CASE expression of the batch statements: the answer of
 // the operation of code o.c on key value o.v.
@@ -76,18 +71,25 @@ const batchOps = "(SELECT $1::int2[] AS c, $2::int8[] AS v OFFSET 0) AS a, unnes
 // caller turns each draw s below limit into the token s + offset and
 // resolves the others (internal/fencing).
 func BatchFenced(s Style, ops []Op, table string) (string, []any) {
-	q, args := Batch(Params, ops)
-	q = "WITH o AS MATERIALIZED (SELECT o.i, o.c, " + caseText + " AS r FROM " + batchOps + "), " +
+	return withArrays(s, batchFencedText(table), ops)
+}
+
+// batchFencedText returns the text of BatchFenced for table, in the Params
+// style: built once per table.
+func batchFencedText(table string) string {
+	if v, ok := batchFencedTexts.Load(table); ok {
+		return v.(string)
+	}
+	q := "WITH o AS MATERIALIZED (SELECT o.i, o.c, " + caseText + " AS r FROM " + batchOps + "), " +
 		"n AS MATERIALIZED (SELECT o.i, " + nextval(table) + " AS s FROM o WHERE o.r AND o.c < " + strconv.Itoa(2*int(OpUnlock)) +
 		" AND " + asyncCommit + ") " +
 		"SELECT pg_backend_pid(), string_agg(CASE WHEN o.r THEN '1' ELSE '0' END, '' ORDER BY o.i), " +
 		"string_agg(coalesce(n.s::text, ''), ',' ORDER BY o.i), " + fenceCache(table) + " FROM o LEFT JOIN n ON n.i = o.i"
-	if s == Inline {
-		q = strings.ReplaceAll(q, "$1", "'"+args[0].(string)+"'")
-		return strings.ReplaceAll(q, "$2", "'"+args[1].(string)+"'"), nil
-	}
-	return q, args
+	batchFencedTexts.Store(table, q)
+	return q
 }
+
+var batchFencedTexts sync.Map // quoted table -> text of BatchFenced
 
 // Batch runs ops on one session in one round trip, in the order given, and
 // returns one row: (backend pid int4, results text), with one character per
@@ -96,6 +98,13 @@ func BatchFenced(s Style, ops []Op, table string) (string, []any) {
 // operation, the single-key statements (LockExec, Unlock) cost the server
 // less.
 func Batch(s Style, ops []Op) (string, []any) {
+	return withArrays(s, batchText, ops)
+}
+
+// withArrays returns text (a batch statement in the Params style) with the
+// arrays of ops, the operation codes ($1) and the key values ($2): as
+// arguments (Params), or written over the placeholders (Inline).
+func withArrays(s Style, text string, ops []Op) (string, []any) {
 	var codes, vals strings.Builder
 	codes.WriteByte('{')
 	vals.WriteByte('{')
@@ -117,8 +126,8 @@ func Batch(s Style, ops []Op) (string, []any) {
 	codes.WriteByte('}')
 	vals.WriteByte('}')
 	if s == Inline {
-		q := strings.ReplaceAll(batchText, "$1", "'"+codes.String()+"'")
+		q := strings.ReplaceAll(text, "$1", "'"+codes.String()+"'")
 		return strings.ReplaceAll(q, "$2", "'"+vals.String()+"'"), nil
 	}
-	return batchText, []any{codes.String(), vals.String()}
+	return text, []any{codes.String(), vals.String()}
 }
