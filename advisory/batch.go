@@ -217,17 +217,15 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 	}
 	results := make([]bool, len(batch))
 	ctx := context.Background()
+	// A fenced batch's statement never waits on the server, but resolving
+	// a draw may (the fencing table): that part is bounded by the
+	// keepalive's bound, which the sweep enforces through the socket where
+	// it can, and a context elsewhere (lib/pq asks the server to cancel);
+	// past it the session counts as lost either way. The statement itself
+	// goes with ctx, which cannot be cancelled: a context with a deadline
+	// would cost a watching goroutine in database/sql and in the driver on
+	// every batch.
 	fenced := s.l.opts.fencing && slices.ContainsFunc(ops, func(o sqltext.Op) bool { return isTry(o.Kind) })
-	if fenced {
-		// A fenced batch may wait on the server (the fencing table, when the
-		// session resolves a draw): bound it by the keepalive's bound, which
-		// the sweep enforces through the socket where it can, and the
-		// context elsewhere (lib/pq asks the server to cancel). Past it the
-		// session counts as lost either way.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.l.pingTimeout)
-		defer cancel()
-	}
 	if len(ops) > 0 {
 		s.l.obs.batches.Add(1)
 		s.l.obs.batchedOps.Add(int64(len(ops)))
@@ -272,6 +270,8 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 		}
 		if err != nil {
 			if fenced {
+				ctx, cancel := context.WithTimeout(ctx, s.l.pingTimeout)
+				defer cancel()
 				err = fencing.Diagnose(ctx, s.conn, s.l.opts.fenceTable, err)
 			}
 			return nil, err
@@ -353,7 +353,7 @@ func b2i(b bool) int {
 // the try took the key.
 func (s *session) fencedTry(ctx context.Context, o *op) (bool, error) {
 	m := sqltext.Mode{Try: true, Shared: o.kind == sqltext.OpTryLockShared}
-	n, pid, tokens, err := s.l.queryFenced(ctx, s.conn, m, []keyspace.Key{o.key}, 0)
+	n, pid, tokens, err := s.l.queryFenced(ctx, s.conn, m, []keyspace.Key{o.key}, 0, s.l.pingTimeout)
 	switch {
 	case err != nil:
 		return false, err
@@ -393,7 +393,9 @@ func (s *session) tokens(ctx context.Context, batch []*op, nops int, results []b
 			o.token = t
 			continue
 		}
-		t, c, err := s.l.resolveDraw(ctx, s.conn, s.pid(), d)
+		rctx, cancel := context.WithTimeout(ctx, s.l.pingTimeout)
+		t, c, err := s.l.resolveDraw(rctx, s.conn, s.pid(), d)
+		cancel()
 		if err != nil {
 			return fmt.Errorf("lock %v: fencing token: %w", o.key, err)
 		}

@@ -242,7 +242,13 @@ func (ls *Lease) Tokens() []int64 {
 // pid, and once all are held their token (the same for every key). A draw
 // that the session's cache of the epoch does not cover is resolved on conn
 // (internal/fencing): once per backend session, and once per 2^40 draws.
-func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
+// bound, when positive, bounds that resolution and the diagnosis of a
+// failure (both may wait on the server, where the acquire statement itself
+// never waits past timeout): a multiplexed session sends the statement with
+// a context that cannot be cancelled, which the drivers and database/sql run
+// without a watching goroutine, and pays for a deadline only when it needs
+// one.
+func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout, bound time.Duration) (int, int, []int64, error) {
 	var q string
 	var args []any
 	if len(keys) == 1 {
@@ -264,6 +270,8 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 		err = l.fencedRow(ctx, conn, q, args, &n, &pid, &draw, &token)
 	}
 	if err != nil {
+		ctx, cancel := bounded(ctx, bound)
+		defer cancel()
 		return 0, 0, nil, fencing.Diagnose(ctx, conn, l.opts.fenceTable, err)
 	}
 	switch {
@@ -276,6 +284,8 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 	}
 	t := token.Int64
 	if !token.Valid {
+		ctx, cancel := bounded(ctx, bound)
+		defer cancel()
 		if t, _, err = l.resolveDraw(ctx, conn, pid, draw.Int64); err != nil {
 			return int(n), pid, nil, errorf("advisory: lock %v: fencing token: %w", keyArg(keys), err)
 		}
@@ -285,6 +295,14 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 		tokens[i] = t
 	}
 	return int(n), pid, tokens, nil
+}
+
+// bounded is ctx with a deadline d from now, or ctx itself for d <= 0.
+func bounded(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // resolveDraw turns draw, taken by backend pid on conn, into a token
