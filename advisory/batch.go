@@ -353,7 +353,7 @@ func b2i(b bool) int {
 // the try took the key.
 func (s *session) fencedTry(ctx context.Context, o *op) (bool, error) {
 	m := sqltext.Mode{Try: true, Shared: o.kind == sqltext.OpTryLockShared}
-	n, pid, tokens, err := s.l.queryFenced(ctx, s.conn, m, []keyspace.Key{o.key}, 0, s.l.pingTimeout)
+	n, pid, tokens, err := s.l.queryFenced(ctx, s.conn, &s.tryStmt[b2i(m.Shared)][b2i(o.key.IsPair())], m, []keyspace.Key{o.key}, 0, s.l.pingTimeout)
 	switch {
 	case err != nil:
 		return false, err

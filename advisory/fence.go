@@ -248,7 +248,8 @@ func (ls *Lease) Tokens() []int64 {
 // a context that cannot be cancelled, which the drivers and database/sql run
 // without a watching goroutine, and pays for a deadline only when it needs
 // one.
-func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout, bound time.Duration) (int, int, []int64, error) {
+// stmt is as in fencedRow.
+func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, stmt **sql.Stmt, m sqltext.Mode, keys []keyspace.Key, timeout, bound time.Duration) (int, int, []int64, error) {
 	var q string
 	var args []any
 	if len(keys) == 1 {
@@ -262,12 +263,12 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, m sqltext.Mode
 	var err error
 	if len(keys) == 1 {
 		var ok bool
-		err = l.fencedRow(ctx, conn, q, args, &ok, &pid, &draw, &token)
+		err = l.fencedRow(ctx, conn, stmt, q, args, &ok, &pid, &draw, &token)
 		if ok {
 			n = 1
 		}
 	} else {
-		err = l.fencedRow(ctx, conn, q, args, &n, &pid, &draw, &token)
+		err = l.fencedRow(ctx, conn, stmt, q, args, &n, &pid, &draw, &token)
 	}
 	if err != nil {
 		ctx, cancel := bounded(ctx, bound)
@@ -328,14 +329,32 @@ func (l *Locker) resolveDraw(ctx context.Context, conn *sql.Conn, pid int, draw 
 // fencedRow runs a fenced acquire statement q (built in the Params style)
 // on conn and scans its row into dest. Drivers of the Params style send it
 // as it is (pgx caches it as a prepared statement). Drivers of the Inline
-// style (lib/pq) would have the server plan its text on every call: they
-// run it as a session-level prepared statement instead
-// (sqltext.PrepareFenced), prepared the first time a session meets it. A
-// statement prepared on one backend and missing on the next is a pooler in
-// transaction mode (ErrPooler).
-func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, q string, args []any, dest ...any) error {
+// style (lib/pq) would have the server plan its text on every call. A
+// multiplexed session keeps its connection, and with it a statement
+// prepared through the driver in stmt (nil until the first call; lib/pq
+// then runs it in one round trip). A dedicated session (stmt nil) has a
+// connection from the pool each time, on which the statement may already
+// be prepared at the SQL level (sqltext.PrepareFenced): it runs it so,
+// preparing it the first time the backend meets it. A statement prepared
+// on one backend and missing on the next is a pooler in transaction mode
+// (ErrPooler).
+func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, stmt **sql.Stmt, q string, args []any, dest ...any) error {
 	if l.style != sqltext.Inline {
 		return conn.QueryRowContext(ctx, q, args...).Scan(dest...)
+	}
+	if stmt != nil && *stmt == nil {
+		if p, err := conn.PrepareContext(ctx, q); err == nil {
+			*stmt = p
+		}
+		// Else run it as a dedicated session does: the error, if it is
+		// the session's, shows there.
+	}
+	if stmt != nil && *stmt != nil {
+		err := (*stmt).QueryRowContext(ctx, args...).Scan(dest...)
+		if pgerr.SQLState(err) == pgerr.UndefinedPrepared {
+			return errorf("advisory: the fencing statement prepared on this session is missing: %w (%w)", ErrPooler, err)
+		}
+		return err
 	}
 	p := sqltext.PrepareFenced(q, args)
 	err := conn.QueryRowContext(ctx, p.Execute).Scan(dest...)

@@ -324,7 +324,7 @@ func (l *Locker) contended(key keyspace.Key, shared bool) {
 // first on a connection, and every fenced or multi-key one.
 func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
 	if l.opts.fencing {
-		return l.queryFenced(ctx, conn, m, keys, timeout, 0)
+		return l.queryFenced(ctx, conn, nil, m, keys, timeout, 0)
 	}
 	var pid int
 	if len(keys) == 1 {

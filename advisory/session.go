@@ -53,7 +53,8 @@ type session struct {
 	idle    int64         // mux: when the last lease left (mono); 0 while leases are on it
 	tries   int           // mux: tries between their submit and their lease's attach (or untry)
 
-	batchStmt [2]*sql.Stmt // mux, Inline style: the batch statements prepared on conn, [fenced] (batchRow)
+	batchStmt [2]*sql.Stmt    // mux, Inline style: the batch statements prepared on conn, [fenced] (batchRow)
+	tryStmt   [2][2]*sql.Stmt // mux, Inline style: the lone fenced try prepared on conn, [shared][pair key] (fencedTry)
 
 	kaLink
 }
@@ -397,10 +398,11 @@ func (s *session) close(discard bool) bool {
 	if claimed {
 		s.ci.be.unclaim()
 	}
-	for _, stmt := range s.batchStmt {
+	// The prepared statements are deallocated on the server before the
+	// connection can go back to the pool; a connection being discarded
+	// takes them along.
+	for _, stmt := range append(s.batchStmt[:], s.tryStmt[0][0], s.tryStmt[0][1], s.tryStmt[1][0], s.tryStmt[1][1]) {
 		if stmt != nil {
-			// Deallocated on the server before the connection can go back
-			// to the pool; a connection being discarded takes it along.
 			stmt.Close()
 		}
 	}
