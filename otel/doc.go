@@ -34,7 +34,11 @@
 // Gauges, from the Stats of the Lockers given to Observe (summed):
 // pgadvisory.leases (held), pgadvisory.waiters (by pgadvisory.wait: queue,
 // server) and pgadvisory.sessions (by pgadvisory.session: multiplexed,
-// dedicated; each pins one connection of the pool).
+// dedicated; each pins one connection of the pool). From the same Stats,
+// two counters: pgadvisory.batches (statements the multiplexed sessions
+// sent for tries and releases) and pgadvisory.batch.operations (the tries
+// and releases they carried; the ratio of the two is the mean batch size).
+// A Locker whose observation stops keeps its counts in them.
 //
 // Every label set is bounded: the namespace attribute is the name of a
 // namespace registered in the process (keyspace.NewNamespace), and is left

@@ -364,6 +364,60 @@ func TestMetrics(t *testing.T) {
 	})
 }
 
+// TestBatchCounters: pgadvisory.batches and pgadvisory.batch.operations
+// count what the multiplexed sessions of the observed Lockers sent, as
+// their Stats do, and keep a Locker's counts after its observation stops
+// (a counter never goes down).
+func TestBatchCounters(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		db, _ := setup(t, driver)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		reader := sdkmetric.NewManualReader()
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+		defer mp.Shutdown(context.Background())
+		in, err := oteladvisory.New(oteladvisory.WithMeterProvider(mp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Shutdown()
+		l := advisory.New(db)
+		stop := in.Observe(l)
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range 20 {
+					ls, err := l.Lock(ctx, keyspace.Pair(randomID(), int32(g*100+i)))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if err := ls.Release(ctx); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		st := l.Stats()
+		if st.Batches == 0 || st.BatchedOps < 2*160 {
+			t.Fatalf("Stats after 160 locks and releases: %d batches, %d operations", st.Batches, st.BatchedOps)
+		}
+		m := collect(t, reader)
+		if b, o := m["pgadvisory.batches"][""].count, m["pgadvisory.batch.operations"][""].count; b != uint64(st.Batches) || o != uint64(st.BatchedOps) {
+			t.Errorf("counters %d batches, %d operations; Stats %d, %d", b, o, st.Batches, st.BatchedOps)
+		}
+		stop()
+		m = collect(t, reader)
+		if b, o := m["pgadvisory.batches"][""].count, m["pgadvisory.batch.operations"][""].count; b != uint64(st.Batches) || o != uint64(st.BatchedOps) {
+			t.Errorf("after stop: counters %d batches, %d operations, want %d, %d kept", b, o, st.Batches, st.BatchedOps)
+		}
+		t.Logf("%d batches carried %d operations (%.2f per batch)", st.Batches, st.BatchedOps, float64(st.BatchedOps)/float64(st.Batches))
+	})
+}
+
 // checkCounts compares the count of each attribute set with want, and
 // checks that a histogram's bucket counts add up to its count.
 func checkCounts(t *testing.T, name string, got map[string]point, want map[string]uint64) {

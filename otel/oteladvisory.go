@@ -95,6 +95,9 @@ type Instrumentation struct {
 	reg    metric.Registration
 	watchM sync.Mutex
 	locks  []*watched
+	// retired holds the batch counts of the Lockers whose observation
+	// stopped, so that the counters never go down.
+	retired advisory.Stats
 }
 
 // watched is one Locker given to Observe.
@@ -143,6 +146,12 @@ func New(opts ...Option) (*Instrumentation, error) {
 	sessions, err := m.Int64ObservableGauge("pgadvisory.sessions", metric.WithUnit("{connection}"),
 		metric.WithDescription("Sessions open, by kind; each pins one connection of the pool."))
 	errs = append(errs, err)
+	batches, err := m.Int64ObservableCounter("pgadvisory.batches", metric.WithUnit("{statement}"),
+		metric.WithDescription("Statements the multiplexed sessions sent for tries and releases."))
+	errs = append(errs, err)
+	batchedOps, err := m.Int64ObservableCounter("pgadvisory.batch.operations", metric.WithUnit("{operation}"),
+		metric.WithDescription("Tries and releases those statements carried; divided by pgadvisory.batches, the mean batch size."))
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -153,6 +162,7 @@ func New(opts ...Option) (*Instrumentation, error) {
 	in.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		var sum advisory.Stats
 		in.watchM.Lock()
+		sum.Batches, sum.BatchedOps = in.retired.Batches, in.retired.BatchedOps
 		for _, w := range in.locks {
 			st := w.l.Stats()
 			sum.Held += st.Held
@@ -160,6 +170,8 @@ func New(opts ...Option) (*Instrumentation, error) {
 			sum.WaitingOnServer += st.WaitingOnServer
 			sum.Multiplexed += st.Multiplexed
 			sum.Dedicated += st.Dedicated
+			sum.Batches += st.Batches
+			sum.BatchedOps += st.BatchedOps
 		}
 		in.watchM.Unlock()
 		o.ObserveInt64(held, int64(sum.Held))
@@ -167,8 +179,10 @@ func New(opts ...Option) (*Instrumentation, error) {
 		o.ObserveInt64(waiters, int64(sum.WaitingOnServer), waitServer)
 		o.ObserveInt64(sessions, int64(sum.Multiplexed), mux)
 		o.ObserveInt64(sessions, int64(sum.Dedicated), ded)
+		o.ObserveInt64(batches, sum.Batches)
+		o.ObserveInt64(batchedOps, sum.BatchedOps)
 		return nil
-	}, held, waiters, sessions)
+	}, held, waiters, sessions, batches, batchedOps)
 	if err != nil {
 		return nil, err
 	}
@@ -182,9 +196,10 @@ func (in *Instrumentation) Hooks() advisory.Hooks {
 	return advisory.Hooks{Acquire: in.acquire, Released: in.released, Lost: in.lost}
 }
 
-// Observe adds l's Stats to the gauges until stop is called. A Locker may
-// be observed by several Instrumentations, and stop may be called more
-// than once.
+// Observe adds l's Stats to the gauges and the batch counters until stop
+// is called; after that its batch counts stay in the counters, which never
+// go down. A Locker may be observed by several Instrumentations, and stop
+// may be called more than once.
 func (in *Instrumentation) Observe(l *advisory.Locker) (stop func()) {
 	w := &watched{l: l}
 	in.watchM.Lock()
@@ -195,6 +210,9 @@ func (in *Instrumentation) Observe(l *advisory.Locker) (stop func()) {
 		defer in.watchM.Unlock()
 		if i := slices.Index(in.locks, w); i >= 0 {
 			in.locks = slices.Delete(in.locks, i, i+1)
+			st := l.Stats()
+			in.retired.Batches += st.Batches
+			in.retired.BatchedOps += st.BatchedOps
 		}
 	}
 }
