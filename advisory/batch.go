@@ -353,14 +353,15 @@ func b2i(b bool) int {
 // the try took the key.
 func (s *session) fencedTry(ctx context.Context, o *op) (bool, error) {
 	m := sqltext.Mode{Try: true, Shared: o.kind == sqltext.OpTryLockShared}
-	n, pid, tokens, err := s.l.queryFenced(ctx, s.conn, &s.tryStmt[b2i(m.Shared)][b2i(o.key.IsPair())], m, []keyspace.Key{o.key}, 0, s.l.pingTimeout)
+	keys := [1]keyspace.Key{o.key}
+	n, pid, token, err := s.l.queryFenced(ctx, s.conn, &s.tryStmt[b2i(m.Shared)][b2i(o.key.IsPair())], m, keys[:], 0, s.l.pingTimeout)
 	switch {
 	case err != nil:
 		return false, err
 	case pid != s.pid():
 		return false, fmt.Errorf("fenced try answered by backend %d, session of backend %d: %w", pid, s.pid(), ErrPooler)
 	case n == 1:
-		o.token = tokens[0]
+		o.token = token
 		return true, nil
 	}
 	return false, nil

@@ -239,17 +239,16 @@ func (ls *Lease) Tokens() []int64 {
 
 // queryFenced runs the fenced acquire statement of keys on conn and
 // returns how many of keys (a prefix) the session now holds, its backend
-// pid, and once all are held their token (the same for every key). A draw
-// that the session's cache of the epoch does not cover is resolved on conn
-// (internal/fencing): once per backend session, and once per 2^40 draws.
-// bound, when positive, bounds that resolution and the diagnosis of a
-// failure (both may wait on the server, where the acquire statement itself
-// never waits past timeout): a multiplexed session sends the statement with
-// a context that cannot be cancelled, which the drivers and database/sql run
-// without a watching goroutine, and pays for a deadline only when it needs
-// one.
-// stmt is as in fencedRow.
-func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, stmt **sql.Stmt, m sqltext.Mode, keys []keyspace.Key, timeout, bound time.Duration) (int, int, []int64, error) {
+// pid, and once all are held their token (the same for every key; 0 until
+// then). A draw that the session's cache of the epoch does not cover is
+// resolved on conn (internal/fencing): once per backend session, and once
+// per 2^40 draws. bound, when positive, bounds that resolution and the
+// diagnosis of a failure (both may wait on the server, where the acquire
+// statement itself never waits past timeout): a multiplexed session sends
+// the statement with a context that cannot be cancelled, which the drivers
+// and database/sql run without a watching goroutine, and pays for a
+// deadline only when it needs one. stmt is as in fencedRow.
+func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, stmt **sql.Stmt, m sqltext.Mode, keys []keyspace.Key, timeout, bound time.Duration) (int, int, int64, error) {
 	var q string
 	var args []any
 	if len(keys) == 1 {
@@ -257,45 +256,45 @@ func (l *Locker) queryFenced(ctx context.Context, conn *sql.Conn, stmt **sql.Stm
 	} else {
 		q, args = sqltext.LockAllFenced(sqltext.Params, m, keys, timeout, l.opts.fenceTable)
 	}
-	var n int64
-	var pid int
-	var draw, token sql.NullInt64
+	// One allocation for what the row is scanned into.
+	var row struct {
+		n           int64
+		ok          bool
+		pid         int
+		draw, token sql.NullInt64
+	}
 	var err error
 	if len(keys) == 1 {
-		var ok bool
-		err = l.fencedRow(ctx, conn, stmt, q, args, &ok, &pid, &draw, &token)
-		if ok {
-			n = 1
+		err = l.fencedRow(ctx, conn, stmt, q, args, &row.ok, &row.pid, &row.draw, &row.token)
+		if row.ok {
+			row.n = 1
 		}
 	} else {
-		err = l.fencedRow(ctx, conn, stmt, q, args, &n, &pid, &draw, &token)
+		err = l.fencedRow(ctx, conn, stmt, q, args, &row.n, &row.pid, &row.draw, &row.token)
 	}
+	n, pid := row.n, row.pid
 	if err != nil {
 		ctx, cancel := bounded(ctx, bound)
 		defer cancel()
-		return 0, 0, nil, fencing.Diagnose(ctx, conn, l.opts.fenceTable, err)
+		return 0, 0, 0, fencing.Diagnose(ctx, conn, l.opts.fenceTable, err)
 	}
 	switch {
 	case n < 0 || n > int64(len(keys)):
-		return 0, pid, nil, errorf("advisory: server reported %d keys taken of %d", n, len(keys))
+		return 0, pid, 0, errorf("advisory: server reported %d keys taken of %d", n, len(keys))
 	case n < int64(len(keys)):
-		return int(n), pid, nil, nil
-	case !draw.Valid:
-		return int(n), pid, nil, errorf("advisory: lock %v: no fencing draw from the server", keyArg(keys))
+		return int(n), pid, 0, nil
+	case !row.draw.Valid:
+		return int(n), pid, 0, errorf("advisory: lock %v: no fencing draw from the server", keyArg(keys))
 	}
-	t := token.Int64
-	if !token.Valid {
+	t := row.token.Int64
+	if !row.token.Valid {
 		ctx, cancel := bounded(ctx, bound)
 		defer cancel()
-		if t, _, err = l.resolveDraw(ctx, conn, pid, draw.Int64); err != nil {
-			return int(n), pid, nil, errorf("advisory: lock %v: fencing token: %w", keyArg(keys), err)
+		if t, _, err = l.resolveDraw(ctx, conn, pid, row.draw.Int64); err != nil {
+			return int(n), pid, 0, errorf("advisory: lock %v: fencing token: %w", keyArg(keys), err)
 		}
 	}
-	tokens := make([]int64, len(keys))
-	for i := range tokens {
-		tokens[i] = t
-	}
-	return int(n), pid, tokens, nil
+	return int(n), pid, t, nil
 }
 
 // bounded is ctx with a deadline d from now, or ctx itself for d <= 0.

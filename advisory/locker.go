@@ -324,7 +324,15 @@ func (l *Locker) contended(key keyspace.Key, shared bool) {
 // first on a connection, and every fenced or multi-key one.
 func (l *Locker) query(ctx context.Context, conn *sql.Conn, m sqltext.Mode, keys []keyspace.Key, timeout time.Duration) (int, int, []int64, error) {
 	if l.opts.fencing {
-		return l.queryFenced(ctx, conn, nil, m, keys, timeout, 0)
+		n, pid, t, err := l.queryFenced(ctx, conn, nil, m, keys, timeout, 0)
+		if err != nil || n < len(keys) {
+			return n, pid, nil, err
+		}
+		tokens := make([]int64, len(keys))
+		for i := range tokens {
+			tokens[i] = t
+		}
+		return n, pid, tokens, nil
 	}
 	var pid int
 	if len(keys) == 1 {

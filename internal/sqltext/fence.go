@@ -109,10 +109,44 @@ const asyncCommit = "set_config('synchronous_commit', 'off', true) IS NOT NULL"
 // bounds the wait for the lock only; a failure after the grant (a missing
 // sequence) leaves the lock held by the session.
 func LockFenced(s Style, m Mode, k keyspace.Key, timeout time.Duration, table string) (string, []any) {
+	return single(s, lockFencedTexts(table)[index(m.Shared)][index(m.Try)][index(k.IsPair())][index(timeout > 0)], k, timeout)
+}
+
+// buildLockFenced builds the text of LockFenced.
+func buildLockFenced(s Style, m Mode, k keyspace.Key, timeout time.Duration, table string) (string, []any) {
 	b := &builder{style: s}
 	expr := b.withTimeout(b.acquire("", m, k), timeout)
 	return fenced(expr+" AS ok", "l.ok", table), b.args
 }
+
+// fencedTexts holds the texts of LockFenced of one table, as the texts of
+// the plain statements are held (single.go): [shared][try][pair][timeout].
+type fencedTexts [2][2][2][2]*template
+
+// lockFencedTexts returns the texts of LockFenced for table, built the first
+// time a table is met: the acquire on the hot path of a fenced Locker
+// builds no text.
+func lockFencedTexts(table string) *fencedTexts {
+	if v, ok := lockFencedByTable.Load(table); ok {
+		return v.(*fencedTexts)
+	}
+	t := new(fencedTexts)
+	keys := [2]keyspace.Key{keyspace.Int64(0), keyspace.Pair(0, 0)}
+	timeouts := [2]time.Duration{0, time.Second}
+	for sh := range 2 {
+		for try := range 2 {
+			for p, k := range keys {
+				for d, timeout := range timeouts {
+					t[sh][try][p][d] = newTemplate(buildLockFenced(Params, Mode{Shared: sh == 1, Try: try == 1}, k, timeout, table))
+				}
+			}
+		}
+	}
+	v, _ := lockFencedByTable.LoadOrStore(table, t)
+	return v.(*fencedTexts)
+}
+
+var lockFencedByTable sync.Map // quoted table -> *fencedTexts
 
 // fenced renders the fenced acquire around acquire (a select list item
 // that takes the lock, named ok or n) and granted (the condition on l that

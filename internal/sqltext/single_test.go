@@ -42,7 +42,12 @@ func TestSingleMatchesBuilders(t *testing.T) {
 				return buildLockExec(s, m, k, d)
 			}},
 			pair{"Unlock", func(s Style, k keyspace.Key, _ time.Duration) (string, []any) { return Unlock(s, m.Shared, k) },
-				func(s Style, k keyspace.Key, _ time.Duration) (string, []any) { return buildUnlock(s, m.Shared, k) }})
+				func(s Style, k keyspace.Key, _ time.Duration) (string, []any) { return buildUnlock(s, m.Shared, k) }},
+			pair{"LockFenced", func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
+				return LockFenced(s, m, k, d, `"fence"`)
+			}, func(s Style, k keyspace.Key, d time.Duration) (string, []any) {
+				return buildLockFenced(s, m, k, d, `"fence"`)
+			}})
 	}
 	for _, c := range cases {
 		for _, k := range keys {
