@@ -108,10 +108,12 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		err = errorf("advisory: no fencing token from the server")
 	}
 	if err != nil {
-		// lock_timeout ended the wait of the only key: nothing is held and
-		// the connection is healthy. Anything else: in doubt, thrown away.
-		clean := held == 0 && len(keys) == 1 && !l.opts.fencing && pgerr.SQLState(err) == pgerr.LockNotAvailable
-		s.close(!clean)
+		// In doubt, thrown away: also a wait that lock_timeout ended (55P03).
+		// The server may grant the lock as the timeout fires and still fail
+		// the statement, and a session lock outlives its failed statement:
+		// back in the pool, the connection would hold the key with no lease
+		// to release it.
+		s.close(true)
 		giveSlot()
 		return nil, err
 	}

@@ -128,7 +128,10 @@ func WithHandoff(n int, window time.Duration) Option {
 // queue for the key (together at most d); a wait that runs out
 // returns an error that wraps ErrLockTimeout. Zero, the default, leaves waits
 // bounded by the context only. The server counts in milliseconds; a positive
-// d below 1 ms counts as 1 ms.
+// d below 1 ms counts as 1 ms. A wait that runs out on the server costs its
+// connection, which is closed instead of going back to the pool: the server
+// can grant the lock as lock_timeout fires and still report the timeout,
+// and the lock outlives the failed statement.
 func WithLockTimeout(d time.Duration) Option {
 	return func(o *options) {
 		if d < 0 {

@@ -61,7 +61,8 @@ func SemaphorePoll(d time.Duration) SemaphoreOption {
 // it tries every slot (one round trip per slot not held by the process),
 // then waits on the server for one slot with lock_timeout set to the poll
 // interval (SemaphorePoll, with a jitter of ±25%), on one waiting connection
-// of the Locker (WithWaiting), then tries again. So a process waiting for a
+// of the Locker (WithWaiting; a wait that the poll interval ends closes its
+// connection, see WithLockTimeout), then tries again. So a process waiting for a
 // semaphore held elsewhere uses at most one connection for it, and each
 // round costs at most n+2 round trips and ends with a slot, after the poll
 // interval, or when a holder of the process releases: at most n+2 round

@@ -310,3 +310,55 @@ func TestSemaphoreStress(t *testing.T) {
 		testkit.WaitNoAdvisoryLocks(t, e.admin)
 	})
 }
+
+// TestSemaphoreWaitTimeoutAtGrant: a waiter's wait on the server for a slot
+// is bounded by lock_timeout (the poll interval), and the server can grant
+// the slot as the timeout fires and still fail the wait with 55P03. The slot
+// must not stay held by a connection of the waiter's pool: after every
+// lease is released, no slot is held. The holder of another process
+// releases at random moments around the waiter's poll interval.
+func TestSemaphoreWaitTimeoutAtGrant(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		ctx := timeout(t, 2*time.Minute)
+		const name = "timeout-at-grant"
+		trials := envInt(t, "PGADVISORY_TIMEOUT_TRIALS", 300)
+		holder := newSem(t, advisory.New(itest.OpenDSN(t, driver, e.dsn)), name, 1)
+		waiter := newSem(t, advisory.New(e.db), name, 1, advisory.SemaphorePoll(10*time.Millisecond))
+		for i := range trials {
+			h, err := holder.TryAcquire(ctx)
+			if err != nil {
+				t.Fatalf("trial %d: the holder's TryAcquire: %v", i, err)
+			}
+			got := make(chan error, 1)
+			go func() {
+				actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				sl, err := waiter.Acquire(actx)
+				if err == nil {
+					err = sl.Release(ctx)
+				}
+				got <- err
+			}()
+			// The waiter's waits on the server last 7.5 to 12.5 ms each.
+			time.Sleep(time.Duration(rand.IntN(25000)) * time.Microsecond)
+			if err := h.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-got; err != nil {
+				t.Fatalf("trial %d: the waiter: %v (slot holders %v)", i, err,
+					e.holders(t, advisory.SemaphoreSlots(semNS, name, 1)[0]))
+			}
+			// A discarded connection's backend ends a moment later; a slot
+			// left on a pooled connection stays.
+			deadline := time.Now().Add(2 * time.Second)
+			for e.slotHolders(t, name, 1) > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("trial %d: every lease released, and the slot is still held", i)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		t.Logf("%s: %d trials, stats %+v", driver, trials, waiter.Stats())
+	})
+}
