@@ -152,9 +152,7 @@ func TestMetrics(t *testing.T) {
 		db, admin := setup(t, driver)
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		reader := sdkmetric.NewManualReader()
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-		defer mp.Shutdown(context.Background())
+		reader, mp := manualMeter(t)
 		spans := tracetest.NewSpanRecorder()
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))
 		defer tp.Shutdown(context.Background())
@@ -373,9 +371,7 @@ func TestBatchCounters(t *testing.T) {
 		db, _ := setup(t, driver)
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		reader := sdkmetric.NewManualReader()
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-		defer mp.Shutdown(context.Background())
+		reader, mp := manualMeter(t)
 		in, err := oteladvisory.New(oteladvisory.WithMeterProvider(mp))
 		if err != nil {
 			t.Fatal(err)
@@ -416,6 +412,15 @@ func TestBatchCounters(t *testing.T) {
 		}
 		t.Logf("%d batches carried %d operations (%.2f per batch)", st.Batches, st.BatchedOps, float64(st.BatchedOps)/float64(st.Batches))
 	})
+}
+
+// manualMeter returns a MeterProvider whose metrics reader reads on
+// demand (collect), shut down when the test ends.
+func manualMeter(t *testing.T) (*sdkmetric.ManualReader, *sdkmetric.MeterProvider) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { mp.Shutdown(context.Background()) })
+	return reader, mp
 }
 
 // checkCounts compares the count of each attribute set with want, and
