@@ -60,6 +60,8 @@ func Example() {
 	// second try: advisory: lock (11,2026): held by another lease of this process, not acquired
 	// pgadvisory.acquire.duration {mode=exclusive namespace=reports outcome=acquired queued=false try=false} 1
 	// pgadvisory.acquire.duration {mode=exclusive namespace=reports outcome=busy queued=false try=true} 1
+	// pgadvisory.batch.operations {} 2
+	// pgadvisory.batches {} 2
 	// pgadvisory.lease.duration {mode=exclusive namespace=reports} 1
 	// pgadvisory.leases {} 0
 	// pgadvisory.waiters {wait=queue} 0
