@@ -322,17 +322,25 @@ func (s *session) batchRow(ctx context.Context, ops []sqltext.Op, fenced bool) *
 		return s.conn.QueryRowContext(ctx, q, args...)
 	}
 	q, args := build(sqltext.Params)
-	stmt := &s.batchStmt[b2i(fenced)]
-	if *stmt == nil {
-		prepared, err := s.conn.PrepareContext(ctx, q)
-		if err != nil {
-			// Run unprepared: the error, if it is the session's, shows there.
-			q, args = build(s.l.style)
-			return s.conn.QueryRowContext(ctx, q, args...)
-		}
-		*stmt = prepared
+	if stmt := preparedOn(ctx, s.conn, &s.batchStmt[b2i(fenced)], q); stmt != nil {
+		return stmt.QueryRowContext(ctx, args...)
 	}
-	return (*stmt).QueryRowContext(ctx, args...)
+	// Run unprepared: the error, if it is the session's, shows there.
+	q, args = build(s.l.style)
+	return s.conn.QueryRowContext(ctx, q, args...)
+}
+
+// preparedOn returns q prepared through the driver on conn, kept in *slot
+// from the first call on (a multiplexed session's statements live as long
+// as its connection), or nil if preparing it failed: the caller then runs q
+// another way, where the error, if it is the session's, shows.
+func preparedOn(ctx context.Context, conn *sql.Conn, slot **sql.Stmt, q string) *sql.Stmt {
+	if *slot == nil {
+		if p, err := conn.PrepareContext(ctx, q); err == nil {
+			*slot = p
+		}
+	}
+	return *slot
 }
 
 // isTry reports whether k is a try (which a fenced batch draws a token

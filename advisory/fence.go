@@ -341,19 +341,15 @@ func (l *Locker) fencedRow(ctx context.Context, conn *sql.Conn, stmt **sql.Stmt,
 	if l.style != sqltext.Inline {
 		return conn.QueryRowContext(ctx, q, args...).Scan(dest...)
 	}
-	if stmt != nil && *stmt == nil {
-		if p, err := conn.PrepareContext(ctx, q); err == nil {
-			*stmt = p
+	if stmt != nil {
+		if p := preparedOn(ctx, conn, stmt, q); p != nil {
+			err := p.QueryRowContext(ctx, args...).Scan(dest...)
+			if pgerr.SQLState(err) == pgerr.UndefinedPrepared {
+				return errorf("advisory: the fencing statement prepared on this session is missing: %w (%w)", ErrPooler, err)
+			}
+			return err
 		}
-		// Else run it as a dedicated session does: the error, if it is
-		// the session's, shows there.
-	}
-	if stmt != nil && *stmt != nil {
-		err := (*stmt).QueryRowContext(ctx, args...).Scan(dest...)
-		if pgerr.SQLState(err) == pgerr.UndefinedPrepared {
-			return errorf("advisory: the fencing statement prepared on this session is missing: %w (%w)", ErrPooler, err)
-		}
-		return err
+		// Not prepared: run it as a dedicated session does.
 	}
 	p := sqltext.PrepareFenced(q, args)
 	err := conn.QueryRowContext(ctx, p.Execute).Scan(dest...)

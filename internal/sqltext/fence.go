@@ -158,9 +158,9 @@ func lockFencedTexts(table string) *fencedTexts {
 
 var lockFencedByTable sync.Map // quoted table -> *fencedTexts
 
-// fenced renders the fenced acquire around acquire (a select list item
-// that takes the lock, named ok or n) and granted (the condition on l that
-// says it was taken).
+// fenced renders the fenced acquire of LockAllFenced around acquire (a
+// select list item that takes the locks, named n) and granted (the
+// condition on l that says all were taken).
 func fenced(acquire, granted, table string) string {
 	return "WITH l AS MATERIALIZED (SELECT " + acquire + ", pg_backend_pid() AS pid), " +
 		"n AS MATERIALIZED (SELECT " + nextval(table) + " AS s, " + fenceCache(table) + " AS c FROM l WHERE " + granted + " AND " + asyncCommit + ") " +
