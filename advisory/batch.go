@@ -277,7 +277,10 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 			return nil, err
 		}
 		if pid != s.pid() {
-			return nil, fmt.Errorf("batch answered by backend %d, session of backend %d: %w", pid, s.pid(), ErrPooler)
+			if len(answers) == len(ops) {
+				s.giveBackTries(pid, batch, answers)
+			}
+			return nil, &backendChanged{stmt: "batch", answered: pid, session: s.pid()}
 		}
 		if len(answers) != len(ops) {
 			return nil, errors.New("batch: " + strconv.Itoa(len(answers)) + " answers for " + strconv.Itoa(len(ops)) + " operations")
@@ -302,6 +305,30 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 		results[i] = true
 	}
 	return results, nil
+}
+
+// giveBackTries gives back the keys that the tries of batch took on backend
+// pid, which answered it instead of the session's backend (a pooler):
+// answers holds a '1' for each operation of the batch that is not a ping
+// and succeeded.
+func (s *session) giveBackTries(pid int, batch []*op, answers string) {
+	var taken [2][]keyspace.Key // by mode: exclusive, shared
+	j := 0
+	for _, o := range batch {
+		if o.ping {
+			continue
+		}
+		if answers[j] == '1' && isTry(o.kind) {
+			sh := b2i(o.kind == sqltext.OpTryLockShared)
+			taken[sh] = append(taken[sh], o.key)
+		}
+		j++
+	}
+	for sh, keys := range taken {
+		if len(keys) > 0 {
+			s.l.unlockBestEffort(s.conn, []int{pid}, keys, sh == 1)
+		}
+	}
 }
 
 // batchRow runs the batch statement of ops on the session. Drivers of the
@@ -363,11 +390,17 @@ func (s *session) fencedTry(ctx context.Context, o *op) (bool, error) {
 	m := sqltext.Mode{Try: true, Shared: o.kind == sqltext.OpTryLockShared}
 	keys := [1]keyspace.Key{o.key}
 	n, pid, token, err := s.l.queryFenced(ctx, s.conn, &s.tryStmt[b2i(m.Shared)][b2i(o.key.IsPair())], m, keys[:], 0, s.l.pingTimeout)
+	if err == nil && pid != s.pid() {
+		err = &backendChanged{stmt: "fenced try", answered: pid, session: s.pid()}
+	}
 	switch {
+	case errors.Is(err, ErrPooler):
+		// The try may have taken the key on another server session of the
+		// pooler than the session's: give it back there.
+		s.l.unlockBestEffort(s.conn, suspects(err, pid), keys[:], m.Shared)
+		return false, err
 	case err != nil:
 		return false, err
-	case pid != s.pid():
-		return false, fmt.Errorf("fenced try answered by backend %d, session of backend %d: %w", pid, s.pid(), ErrPooler)
 	case n == 1:
 		o.token = token
 		return true, nil

@@ -99,13 +99,22 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 	}
 	if err == nil && !s.claim() {
 		// Another live session already sits on this backend: only a pooler
-		// can do that. Give back what this acquire took, then drop the
-		// connection.
-		l.unlockBestEffort(s.conn, s.pid(), keys, shared)
+		// can do that. What this acquire took is given back below, then
+		// the connection dropped.
 		err = errorf("advisory: backend %d already holds another session: %w", s.pid(), ErrPooler)
 	}
 	if err == nil && l.opts.fencing && len(tokens) != len(keys) {
 		err = errorf("advisory: no fencing token from the server")
+	}
+	if errors.Is(err, ErrPooler) {
+		// A statement of this acquire landed on another server session of
+		// a pooler, which may hold what it took; closing the client
+		// connection would not end it.
+		pid := 0
+		if s.ci != nil {
+			pid = s.pid()
+		}
+		l.unlockBestEffort(s.conn, suspects(err, pid), keys, shared)
 	}
 	if err != nil {
 		// In doubt, thrown away: also a wait that lock_timeout ended (55P03).

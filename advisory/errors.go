@@ -2,6 +2,7 @@ package advisory
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/pgadvisory/pgadvisory/internal/errfmt"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
@@ -49,3 +50,18 @@ var (
 func errorf(format string, args ...any) error {
 	return errfmt.Errorf("advisory: ", format, args...)
 }
+
+// backendChanged is the ErrPooler of a statement that another backend than
+// the session's answered, as only a pooler in transaction mode does: the
+// backend that answered may hold what the statement took.
+type backendChanged struct {
+	stmt     string // what was sent: "keepalive", "batch", "fenced try"
+	answered int    // the backend that answered
+	session  int    // the session's backend
+}
+
+func (e *backendChanged) Error() string {
+	return fmt.Sprintf("%s answered by backend %d, session of backend %d: %v", e.stmt, e.answered, e.session, ErrPooler)
+}
+
+func (e *backendChanged) Unwrap() error { return ErrPooler }

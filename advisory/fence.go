@@ -317,7 +317,7 @@ func (l *Locker) resolveDraw(ctx context.Context, conn *sql.Conn, pid int, draw 
 	if err == nil && at != pid {
 		// The statements after the acquire ran on another backend: only a
 		// pooler in transaction mode does that.
-		err = errorf("advisory: backend %d took the lock, backend %d answered next: %w", pid, at, ErrPooler)
+		err = &backendChanged{stmt: "statement after the acquire", answered: at, session: pid}
 	}
 	if err != nil {
 		return 0, "", err

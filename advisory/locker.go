@@ -410,28 +410,6 @@ func (l *Locker) unlock(ctx context.Context, conn *sql.Conn, keys []keyspace.Key
 	return nil
 }
 
-// unlockBestEffort releases keys on conn, ignoring the outcome; used only
-// before a discard that might not end the session: a pooler in transaction
-// mode keeps the server session, with its locks, and sends each statement
-// to a server session of its choosing (PgBouncer: the one used last). If an
-// unlock lands on another session than backend pid, which took the keys,
-// and pid is idle (a pooler's server session between transactions), pid is
-// ended: that frees the keys, which no client could reach any more, and
-// interrupts no one's transaction.
-func (l *Locker) unlockBestEffort(conn *sql.Conn, pid int, keys []keyspace.Key, shared bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	missed := false
-	for _, k := range keys {
-		if err := l.unlock(ctx, conn, []keyspace.Key{k}, shared); errors.Is(err, ErrLockLost) {
-			missed = true
-		}
-	}
-	if missed && pid != 0 {
-		_, _ = conn.ExecContext(ctx, sqltext.EndIdleBackend, pid)
-	}
-}
-
 // log writes one record if a logger was given.
 func (l *Locker) log(level slog.Level, msg string, keys []keyspace.Key, attrs ...slog.Attr) {
 	lg := l.opts.logger

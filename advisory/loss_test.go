@@ -216,7 +216,11 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 				t.Fatalf("Release = %v, want the ErrPooler loss", err)
 			}
 		}
-		// Transaction locks work through the same pooler.
+		// Nothing is left held by the pooler's server sessions (which
+		// outlive the client connections, so the cleanup's check would not
+		// see a lock left there), and transaction locks work through the
+		// same pooler.
+		testkit.WaitNoAdvisoryLocks(t, e.admin)
 		var inside []int
 		err = txlock.Do(ctx, db, key, func(tx *sql.Tx) error {
 			var pid int
@@ -272,5 +276,6 @@ func TestPgBouncerTransactionModeFenced(t *testing.T) {
 			}
 		}
 		t.Logf("6 fenced locks through a transaction pooler: %d refused, %d lost", refused, lost)
+		testkit.WaitNoAdvisoryLocks(t, e.admin)
 	})
 }

@@ -186,7 +186,7 @@ func (s *session) ping(timeout time.Duration) error {
 		return fmt.Errorf("keepalive: %w", err)
 	}
 	if pid != s.pid() {
-		return fmt.Errorf("keepalive answered by backend %d, lock taken by backend %d: %w", pid, s.pid(), ErrPooler)
+		return &backendChanged{stmt: "keepalive", answered: pid, session: s.pid()}
 	}
 	s.answered()
 	return nil
@@ -356,16 +356,21 @@ func (s *session) markLost(cause error) *lostKeys {
 func (s *session) drop(cause error, keys *lostKeys) {
 	if errors.Is(cause, ErrPooler) {
 		// Dropping the client connection does not end a pooled server
-		// session: try to give the locks back first.
+		// session: try to give the locks back first. They are held by the
+		// session's backend or, if a statement that took one landed
+		// elsewhere, by another server session of the pooler: the one that
+		// answered the statement that showed the change, most likely
+		// (PgBouncer hands a client the server session it used last).
 		pid := 0
 		if s.ci != nil {
 			pid = s.pid()
 		}
+		pids := suspects(cause, pid)
 		if len(keys.exclusive) > 0 {
-			s.l.unlockBestEffort(s.conn, pid, keys.exclusive, false)
+			s.l.unlockBestEffort(s.conn, pids, keys.exclusive, false)
 		}
 		if len(keys.shared) > 0 {
-			s.l.unlockBestEffort(s.conn, pid, keys.shared, true)
+			s.l.unlockBestEffort(s.conn, pids, keys.shared, true)
 		}
 	}
 	s.l.discard(s.conn)

@@ -163,15 +163,24 @@ func (m *Mock) ExpectKeepAliveLost() *sqlmock.ExpectedQuery {
 // one, and advisory ends the holder if it is idle), and let the test wait
 // until ExpectationsWereMet is nil.
 func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
-	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID() + 50000))
+	return m.expect(sqltext.Ping, nil).WillReturnRows(sqlmock.NewRows([]string{"pid"}).AddRow(m.PID() + poolerPIDOffset))
 }
 
-// ExpectEndIdleBackend expects the statement with which advisory ends the
-// backend that took a lock (the mock's current pid) when a pooler sent its
-// unlock elsewhere: see ExpectKeepAlivePooler.
-func (m *Mock) ExpectEndIdleBackend() *sqlmock.ExpectedExec {
-	return m.expectExec(sqltext.EndIdleBackend, []any{int64(m.PID())}).WillReturnResult(sqlmock.NewResult(0, 1))
+// ExpectEndIdleBackend expects the statements with which advisory ends the
+// server sessions that may hold a lock after a pooler sent its unlock
+// elsewhere, and answers that each holds nothing any more: the backend that
+// took the lock (the mock's current pid) and the one that answered the
+// keepalive of ExpectKeepAlivePooler.
+func (m *Mock) ExpectEndIdleBackend() {
+	for _, pid := range []int{m.PID(), m.PID() + poolerPIDOffset} {
+		m.expect(sqltext.EndIdleBackend, []any{int64(pid)}).
+			WillReturnRows(sqlmock.NewRows([]string{"here", "done"}).AddRow(false, true))
+	}
 }
+
+// poolerPIDOffset is how far from the mock's current pid the backend is
+// that answers ExpectKeepAlivePooler's keepalive.
+const poolerPIDOffset = 50000
 
 func (m *Mock) expectAcquire(mode sqltext.Mode, key keyspace.Key, timeout time.Duration, acquired bool) *sqlmock.ExpectedQuery {
 	return m.expectAcquireAll(mode, []keyspace.Key{key}, timeout, acquired)

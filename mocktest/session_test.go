@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgadvisory/pgadvisory/advisory"
 	"github.com/pgadvisory/pgadvisory/internal/pgerr"
+	"github.com/pgadvisory/pgadvisory/internal/sqltext"
 	"github.com/pgadvisory/pgadvisory/keyspace"
 	"github.com/pgadvisory/pgadvisory/mocktest"
 )
@@ -194,6 +195,17 @@ func TestSessionFailures(t *testing.T) {
 			m.ExpectKeepAlivePooler()
 			m.ExpectUnlock(keyA, false) // advisory's release before the discard, on the backend the pooler gave
 			m.ExpectEndIdleBackend()    // which was not the holder: the holder is ended if idle
+		}, advisory.ErrPooler},
+		{"KeepAlivePoolerHolderBusy", func(m *mocktest.Mock) {
+			m.ExpectKeepAlivePooler()
+			m.ExpectUnlock(keyA, false) // landed on another backend than the holder
+			// The holder was in another client's transaction: not ended.
+			m.ExpectQuery(sqltext.EndIdleBackend).WithArgs(int64(m.PID())).
+				WillReturnRows(sqlmock.NewRows([]string{"here", "done"}).AddRow(false, false))
+			// The backend that answered the keepalive holds nothing.
+			m.ExpectQuery(sqltext.EndIdleBackend).WithArgs(int64(m.PID() + 50000)).
+				WillReturnRows(sqlmock.NewRows([]string{"here", "done"}).AddRow(false, true))
+			m.ExpectUnlock(keyA, true) // the next round's unlock reaches it
 		}, advisory.ErrPooler},
 	} {
 		t.Run(c.name, func(t *testing.T) {

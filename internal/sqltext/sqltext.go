@@ -78,10 +78,18 @@ type Mode struct {
 	Try    bool // pg_try_advisory_lock and friends: answer at once instead of waiting
 }
 
-// EndIdleBackend ends backend $1 if it is idle (between transactions) and
-// not the session that asks: a pooler's server session that still holds
-// locks a client took through it and can no longer reach.
-const EndIdleBackend = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND state = 'idle' AND pid <> pg_backend_pid()"
+// EndIdleBackend frees the session-level advisory locks of backend $1, a
+// pooler's server session that still holds locks a client took through it
+// and can no longer reach: on $1 itself (the pooler sent the statement
+// there) it releases them all; elsewhere it ends $1 if $1 is idle (between
+// transactions, so no client's transaction is interrupted). Its row tells
+// whether the statement ran on $1 (here) and whether $1 holds no advisory
+// lock any more, or was ended (done).
+const EndIdleBackend = `SELECT pg_backend_pid() = $1 AS here, CASE
+	WHEN NOT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'advisory') THEN true
+	WHEN pg_backend_pid() = $1 THEN (SELECT true FROM pg_advisory_unlock_all())
+	ELSE COALESCE((SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE pid = $1 AND state = 'idle'), false) END AS done`
 
 // Ping is the keepalive: one round trip that also tells which backend answers.
 const Ping = "SELECT pg_backend_pid()"
