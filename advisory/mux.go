@@ -138,10 +138,17 @@ func (m *muxSet) signalLocked() {
 }
 
 // load is how busy the session is for a newcomer: 0 when an operation would
-// be sent at once.
+// be sent at once, math.MaxInt when the session has ended (it is about to
+// leave the set): pick never gives out an ended session, on which an
+// operation would fail at once, and a try that made again and again on one
+// such session would use up its budget of retries (after a server restart,
+// before the dead session left the set) without meeting another.
 func (s *session) load() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.err != nil {
+		return math.MaxInt
+	}
 	n := len(s.pending)
 	if s.sending || len(s.tok) > 0 {
 		n++
