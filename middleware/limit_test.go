@@ -123,6 +123,58 @@ func TestLimitWaitRunsOut(t *testing.T) {
 	})
 }
 
+// TestLimitMaxWaiters: with one request of a tenant running and MaxWaiters
+// requests of it waiting, the next is answered 503 with Retry-After
+// (ErrTooManyWaiters) at once; the waiter then gets the slot.
+func TestLimitMaxWaiters(t *testing.T) {
+	itest.EachDriver(t, func(t *testing.T, driver string) {
+		e := setup(t, driver)
+		release := make(chan struct{})
+		entered := make(chan struct{}, 2)
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			entered <- struct{}{}
+			<-release
+		})
+		waiting := make(chan struct{}, 1)
+		var mu sync.Mutex
+		var rejected error
+		lim := middleware.Limit(advisory.New(e.db), tenants, byTenant, 1,
+			middleware.WaitUpTo(30*time.Second), middleware.MaxWaiters(1),
+			middleware.WithHooks(middleware.Hooks{
+				Waiting: func(*http.Request, keyspace.Key) { waiting <- struct{}{} },
+				Rejected: func(_ *http.Request, _ keyspace.Key, err error) {
+					mu.Lock()
+					rejected = err
+					mu.Unlock()
+				},
+			}))(h)
+		codes := make(chan int, 2)
+		serve := func() {
+			w := httptest.NewRecorder()
+			lim.ServeHTTP(w, tenantReq("t"))
+			codes <- w.Code
+		}
+		go serve()
+		<-entered // the first runs
+		go serve()
+		<-waiting // the second waits
+		w := httptest.NewRecorder()
+		lim.ServeHTTP(w, tenantReq("t"))
+		mu.Lock()
+		err := rejected
+		mu.Unlock()
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" || !errors.Is(err, middleware.ErrTooManyWaiters) {
+			t.Fatalf("third request: %d %q %v, want 503 with Retry-After, ErrTooManyWaiters", w.Code, w.Header().Get("Retry-After"), err)
+		}
+		close(release)
+		for range 2 {
+			if c := <-codes; c != http.StatusOK {
+				t.Fatalf("a request that ran or waited: %d, want 200", c)
+			}
+		}
+	})
+}
+
 func TestLimitBadConfig(t *testing.T) {
 	l := advisory.New(nil)
 	for name, f := range map[string]func(){
