@@ -276,13 +276,11 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 			}
 			return nil, err
 		}
-		if pid != s.pid() {
-			if len(answers) == len(ops) {
-				s.giveBackTries(pid, batch, answers)
-			}
-			return nil, &backendChanged{stmt: "batch", answered: pid, session: s.pid()}
-		}
+		changed := pid != s.pid()
 		if len(answers) != len(ops) {
+			if changed {
+				return nil, &backendChanged{stmt: "batch", answered: pid, session: s.pid()}
+			}
 			return nil, errors.New("batch: " + strconv.Itoa(len(answers)) + " answers for " + strconv.Itoa(len(ops)) + " operations")
 		}
 		j := 0
@@ -293,6 +291,10 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 			}
 			results[i] = answers[j] == '1'
 			j++
+		}
+		if changed {
+			s.giveBackTries(pid, batch, results)
+			return nil, &backendChanged{stmt: "batch", answered: pid, session: s.pid()}
 		}
 		if fenced {
 			if err := s.tokens(ctx, batch, len(ops), results, draws.String, cache.String); err != nil {
@@ -307,22 +309,16 @@ func (s *session) runBatch(batch []*op) ([]bool, error) {
 	return results, nil
 }
 
-// giveBackTries gives back the keys that the tries of batch took on backend
-// pid, which answered it instead of the session's backend (a pooler):
-// answers holds a '1' for each operation of the batch that is not a ping
-// and succeeded.
-func (s *session) giveBackTries(pid int, batch []*op, answers string) {
+// giveBackTries gives back the keys that the tries of batch took (results)
+// on backend pid, which answered it instead of the session's backend (a
+// pooler).
+func (s *session) giveBackTries(pid int, batch []*op, results []bool) {
 	var taken [2][]keyspace.Key // by mode: exclusive, shared
-	j := 0
-	for _, o := range batch {
-		if o.ping {
-			continue
-		}
-		if answers[j] == '1' && isTry(o.kind) {
+	for i, o := range batch {
+		if results[i] && !o.ping && isTry(o.kind) {
 			sh := b2i(o.kind == sqltext.OpTryLockShared)
 			taken[sh] = append(taken[sh], o.key)
 		}
-		j++
 	}
 	for sh, keys := range taken {
 		if len(keys) > 0 {

@@ -110,11 +110,7 @@ func (l *Locker) dedicated(ctx context.Context, keys []keyspace.Key, shared, try
 		// A statement of this acquire landed on another server session of
 		// a pooler, which may hold what it took; closing the client
 		// connection would not end it.
-		pid := 0
-		if s.ci != nil {
-			pid = s.pid()
-		}
-		l.unlockBestEffort(s.conn, suspects(err, pid), keys, shared)
+		l.unlockBestEffort(s.conn, s.suspects(err), keys, shared)
 	}
 	if err != nil {
 		// In doubt, thrown away: also a wait that lock_timeout ended (55P03).

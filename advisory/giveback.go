@@ -75,8 +75,8 @@ func (l *Locker) unlockBestEffort(conn *sql.Conn, pids []int, keys []keyspace.Ke
 func endIdle(ctx context.Context, conn *sql.Conn, pids []int) ([]int, error) {
 	var alive []int
 	for i, pid := range pids {
-		var here, done bool
-		if err := conn.QueryRowContext(ctx, sqltext.EndIdleBackend, pid).Scan(&here, &done); err != nil {
+		var done bool
+		if err := conn.QueryRowContext(ctx, sqltext.EndIdleBackend, pid).Scan(&done); err != nil {
 			return append(alive, pids[i:]...), err
 		}
 		if !done {
@@ -121,4 +121,13 @@ func suspects(err error, pids ...int) []int {
 		add(bc.answered)
 	}
 	return out
+}
+
+// suspects is the package's suspects for a session that ends with err: its
+// own backend, if known, and those err names.
+func (s *session) suspects(err error) []int {
+	if s.ci == nil {
+		return suspects(err)
+	}
+	return suspects(err, s.pid())
 }

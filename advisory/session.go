@@ -361,11 +361,7 @@ func (s *session) drop(cause error, keys *lostKeys) {
 		// elsewhere, by another server session of the pooler: the one that
 		// answered the statement that showed the change, most likely
 		// (PgBouncer hands a client the server session it used last).
-		pid := 0
-		if s.ci != nil {
-			pid = s.pid()
-		}
-		pids := suspects(cause, pid)
+		pids := s.suspects(cause)
 		if len(keys.exclusive) > 0 {
 			s.l.unlockBestEffort(s.conn, pids, keys.exclusive, false)
 		}

@@ -98,15 +98,21 @@ func TestLimit(t *testing.T) {
 	})
 }
 
+// parked returns a handler that reports each request entering it on
+// entered (buffered for n) and holds it until release is closed.
+func parked(n int) (h http.Handler, entered, release chan struct{}) {
+	entered, release = make(chan struct{}, n), make(chan struct{})
+	h = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		entered <- struct{}{}
+		<-release
+	})
+	return h, entered, release
+}
+
 func TestLimitWaitRunsOut(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		e := setup(t, driver)
-		release := make(chan struct{})
-		entered := make(chan struct{}, 1)
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			entered <- struct{}{}
-			<-release
-		})
+		h, entered, release := parked(1)
 		var rejected error
 		lim := middleware.Limit(advisory.New(e.db), tenants, byTenant, 1, middleware.WaitUpTo(200*time.Millisecond),
 			middleware.WithHooks(middleware.Hooks{Rejected: func(_ *http.Request, _ keyspace.Key, err error) { rejected = err }}))(h)
@@ -129,12 +135,7 @@ func TestLimitWaitRunsOut(t *testing.T) {
 func TestLimitMaxWaiters(t *testing.T) {
 	itest.EachDriver(t, func(t *testing.T, driver string) {
 		e := setup(t, driver)
-		release := make(chan struct{})
-		entered := make(chan struct{}, 2)
-		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			entered <- struct{}{}
-			<-release
-		})
+		h, entered, release := parked(2)
 		waiting := make(chan struct{}, 1)
 		var mu sync.Mutex
 		var rejected error

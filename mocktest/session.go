@@ -174,7 +174,7 @@ func (m *Mock) ExpectKeepAlivePooler() *sqlmock.ExpectedQuery {
 func (m *Mock) ExpectEndIdleBackend() {
 	for _, pid := range []int{m.PID(), m.PID() + poolerPIDOffset} {
 		m.expect(sqltext.EndIdleBackend, []any{int64(pid)}).
-			WillReturnRows(sqlmock.NewRows([]string{"here", "done"}).AddRow(false, true))
+			WillReturnRows(sqlmock.NewRows([]string{"done"}).AddRow(true))
 	}
 }
 

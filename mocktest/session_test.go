@@ -201,10 +201,10 @@ func TestSessionFailures(t *testing.T) {
 			m.ExpectUnlock(keyA, false) // landed on another backend than the holder
 			// The holder was in another client's transaction: not ended.
 			m.ExpectQuery(sqltext.EndIdleBackend).WithArgs(int64(m.PID())).
-				WillReturnRows(sqlmock.NewRows([]string{"here", "done"}).AddRow(false, false))
+				WillReturnRows(sqlmock.NewRows([]string{"done"}).AddRow(false))
 			// The backend that answered the keepalive holds nothing.
 			m.ExpectQuery(sqltext.EndIdleBackend).WithArgs(int64(m.PID() + 50000)).
-				WillReturnRows(sqlmock.NewRows([]string{"here", "done"}).AddRow(false, true))
+				WillReturnRows(sqlmock.NewRows([]string{"done"}).AddRow(true))
 			m.ExpectUnlock(keyA, true) // the next round's unlock reaches it
 		}, advisory.ErrPooler},
 	} {

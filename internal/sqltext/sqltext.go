@@ -82,10 +82,9 @@ type Mode struct {
 // pooler's server session that still holds locks a client took through it
 // and can no longer reach: on $1 itself (the pooler sent the statement
 // there) it releases them all; elsewhere it ends $1 if $1 is idle (between
-// transactions, so no client's transaction is interrupted). Its row tells
-// whether the statement ran on $1 (here) and whether $1 holds no advisory
-// lock any more, or was ended (done).
-const EndIdleBackend = `SELECT pg_backend_pid() = $1 AS here, CASE
+// transactions, so no client's transaction is interrupted). Its one column
+// tells whether $1 holds no advisory lock any more, or was ended.
+const EndIdleBackend = `SELECT CASE
 	WHEN NOT EXISTS (SELECT FROM pg_locks WHERE pid = $1 AND locktype = 'advisory') THEN true
 	WHEN pg_backend_pid() = $1 THEN (SELECT true FROM pg_advisory_unlock_all())
 	ELSE COALESCE((SELECT pg_terminate_backend(pid) FROM pg_stat_activity
